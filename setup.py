@@ -1,0 +1,69 @@
+"""Builds the compiled head+tail buffer; everything else is in pyproject.toml.
+
+Environment switches (build time):
+  JOURNAL_NO_EXTENSIONS=1  build a pure-Python wheel (no compiler needed)
+  JOURNAL_CYTHON_TRACE=1   line tracing, for coverage and profilers
+A compile failure falls back to the pure twin with a warning, except under
+cibuildwheel (CIBUILDWHEEL=1), where a wheel without the extension would be
+a silent regression.
+"""
+
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+def _flag(name):
+    return os.environ.get(name, "") not in ("", "0")
+
+
+STRICT = _flag("CIBUILDWHEEL")
+PURE = (_flag("JOURNAL_NO_EXTENSIONS") or sys.implementation.name != "cpython") and not STRICT
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that turns a compile failure into a pure-Python install."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001 - any toolchain failure
+            self._fall_back(exc)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001
+            self._fall_back(exc)
+
+    def _fall_back(self, exc):
+        if STRICT:
+            raise exc
+        print(
+            f"WARNING: the compiled buffer could not be built ({exc}); "
+            "taskjournal will use its pure-Python twin, which is several "
+            "times slower (journal.buffer.IMPLEMENTATION == 'python').",
+            file=sys.stderr,
+        )
+
+
+def extensions():
+    if PURE:
+        return []
+    from Cython.Build import cythonize
+
+    trace = _flag("JOURNAL_CYTHON_TRACE")
+    ext = Extension(
+        "journal._buffer",
+        ["src/journal/_buffer.pyx"],
+        define_macros=[("CYTHON_TRACE", "1")] if trace else [],
+    )
+    return cythonize(
+        [ext],
+        compiler_directives={"language_level": "3", "linetrace": trace},
+    )
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -1,0 +1,182 @@
+"""HeadTailBuffer in pure Python: the twin of ``_buffer.pyx``.
+
+It behaves byte for byte like the compiled class (the test suite runs every
+buffer test against both) and is what platforms without a compiler, or
+``JOURNAL_NO_EXTENSIONS=1``, get.  One difference is internal: a Python
+method is not atomic under the GIL, so each buffer carries a lock here where
+the compiled append needs none.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Union
+
+from journal import _buffer_shared as _shared
+
+__all__ = ["HeadTailBuffer"]
+
+BytesLike = Union[bytes, bytearray, memoryview]
+
+
+class HeadTailBuffer:
+    """Keeps the first ``head`` and the last ``tail`` bytes of a byte stream.
+
+    Bytes in between are dropped and counted.  Storage grows with what was
+    written and never exceeds ``head + tail`` bytes.  Appends and reads are
+    safe from any number of threads; every read sees a whole number of
+    appends.
+    """
+
+    __slots__ = ("_head_cap", "_tail_cap", "_head", "_tail", "_total", "_sealed", "_lock")
+
+    def __init__(self, head: int, tail: int) -> None:
+        self._head_cap = _shared.capacity(head, "head")
+        self._tail_cap = _shared.capacity(tail, "tail")
+        self._head = bytearray()
+        # bytearray deletes from its front in O(1), which makes it a fine ring.
+        self._tail = bytearray()
+        self._total = 0
+        self._sealed = False
+        self._lock = threading.Lock()
+
+    def append(self, data: BytesLike) -> None:
+        """Add ``data`` to the stream; raise StreamSealed once sealed."""
+        with self._lock:
+            if self._sealed:
+                raise _shared.sealed_error()
+            if type(data) is not bytes:
+                data = _byte_view(data)
+            size = len(data)
+            self._total += size
+            room = self._head_cap - len(self._head)
+            if room > 0:
+                if size <= room:
+                    self._head += data
+                    return
+                view = memoryview(data)
+                self._head += view[:room]
+                data = view[room:]
+                size -= room
+            cap = self._tail_cap
+            tail = self._tail
+            if size >= cap:
+                # Only the chunk's last ``cap`` bytes can survive: copy just those.
+                tail[:] = memoryview(data)[size - cap :]
+            else:
+                tail += data
+                excess = len(tail) - cap
+                if excess > 0:
+                    del tail[:excess]
+
+    def seal(self) -> None:
+        """Refuse further appends; reads keep working."""
+        with self._lock:
+            self._sealed = True
+
+    @property
+    def sealed(self) -> bool:
+        return self._sealed
+
+    @property
+    def head_capacity(self) -> int:
+        return self._head_cap
+
+    @property
+    def tail_capacity(self) -> int:
+        return self._tail_cap
+
+    @property
+    def total(self) -> int:
+        """Bytes ever appended."""
+        return self._total
+
+    @property
+    def dropped(self) -> int:
+        """Bytes appended but no longer held (``total - len(self)``)."""
+        with self._lock:
+            return self._total - len(self._head) - len(self._tail)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._head) + len(self._tail)
+
+    def head(self) -> bytes:
+        """The first bytes of the stream, up to the head capacity."""
+        with self._lock:
+            return bytes(self._head)
+
+    def tail(self) -> bytes:
+        """The last bytes after the head, oldest first, up to the tail capacity."""
+        with self._lock:
+            return bytes(self._tail)
+
+    def _parts(self) -> tuple[bytes, bytes, int]:
+        with self._lock:
+            return bytes(self._head), bytes(self._tail), self._total
+
+    def render(self, marker: str = _shared.DEFAULT_MARKER) -> bytes:
+        """Head, then ``marker`` if bytes were dropped, then tail."""
+        return _shared.render(*self._parts(), marker)
+
+    def text(self, marker: str = _shared.DEFAULT_MARKER) -> str:
+        """``render()`` decoded as UTF-8, never splitting a character at a cut."""
+        return _shared.text(*self._parts(), marker)
+
+    def snapshot(self) -> bytes:
+        """A versioned, checksummed copy of the state, for ``restore()``."""
+        with self._lock:
+            state = _shared.SnapshotState(
+                self._head_cap,
+                self._tail_cap,
+                self._total,
+                self._sealed,
+                bytes(self._head),
+                bytes(self._tail),
+            )
+        return _shared.encode_snapshot(state)
+
+    @classmethod
+    def restore(cls, snapshot: BytesLike) -> HeadTailBuffer:
+        """Rebuild the buffer a ``snapshot()`` was taken of; raise CorruptSnapshot."""
+        state = _shared.decode_snapshot(snapshot)
+        buf = cls(state.head_capacity, state.tail_capacity)
+        buf._head += state.head
+        buf._tail += state.tail
+        buf._total = state.total
+        buf._sealed = state.sealed
+        return buf
+
+    def __reduce__(self) -> tuple[object, tuple[bytes]]:
+        return (type(self).restore, (self.snapshot(),))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HeadTailBuffer):
+            return NotImplemented
+        return self.snapshot() == other.snapshot()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __sizeof__(self) -> int:
+        return object.__sizeof__(self) + sys.getsizeof(self._head) + sys.getsizeof(self._tail)
+
+    def __repr__(self) -> str:
+        head, tail, total = self._parts()
+        return (
+            f"<HeadTailBuffer head={self._head_cap} tail={self._tail_cap} "
+            f"total={total} held={len(head) + len(tail)}"
+            f"{' sealed' if self._sealed else ''}>"
+        )
+
+
+def _byte_view(data: object) -> memoryview:
+    """A flat byte view of a bytes-like object, or the error that explains why not."""
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        _shared.reject_append(data)
+    if not view.c_contiguous:
+        view.release()
+        _shared.reject_append(data)
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view

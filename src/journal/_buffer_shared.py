@@ -1,0 +1,243 @@
+"""The cold half of HeadTailBuffer, shared by the compiled class and its twin.
+
+Both implementations keep only the hot state (storage, counters, the seal
+flag) and delegate everything that is neither hot nor speed-sensitive here:
+argument checks, error messages, rendering, UTF-8 cut handling and the
+snapshot format.  Writing these once is what keeps the two twins byte for
+byte identical where it is hardest to keep them so.
+"""
+
+from __future__ import annotations
+
+import operator
+import struct
+import zlib
+from typing import NamedTuple, NoReturn
+
+from journal.errors import CorruptSnapshot, StreamSealed
+
+#: What ``render()`` and ``text()`` put between head and tail when bytes were
+#: dropped.  ``{dropped}`` is replaced by the number of bytes left out.
+DEFAULT_MARKER = "\n[... {dropped} bytes omitted ...]\n"
+
+# A single stream may be large, but not absurd: this keeps every size
+# arithmetic in the compiled class far away from Py_ssize_t overflow.
+MAX_CAPACITY = 1 << 40
+
+
+def capacity(value: object, name: str) -> int:
+    """Validate one capacity argument and return it as an int."""
+    try:
+        size = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"HeadTailBuffer {name} capacity must be an int, "
+            f"not {type(value).__name__}"
+        ) from None
+    if size < 0:
+        raise ValueError(f"HeadTailBuffer {name} capacity must be >= 0, got {size}")
+    if size > MAX_CAPACITY:
+        raise ValueError(
+            f"HeadTailBuffer {name} capacity must be <= {MAX_CAPACITY}, got {size}"
+        )
+    return size
+
+
+def reject_append(data: object) -> NoReturn:
+    """Raise the error that explains why ``data`` cannot be appended."""
+    if isinstance(data, str):
+        raise TypeError(
+            "HeadTailBuffer.append() takes bytes, not str: "
+            "encode it first, e.g. append(text.encode('utf-8'))"
+        ) from None
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            "HeadTailBuffer.append() takes a bytes-like object "
+            f"(bytes, bytearray, memoryview), not {type(data).__name__}"
+        ) from None
+    with view:
+        if not view.c_contiguous:
+            raise BufferError(
+                "HeadTailBuffer.append() needs a C-contiguous buffer; "
+                "copy the view first, e.g. append(view.tobytes())"
+            ) from None
+    raise TypeError(  # pragma: no cover - every buffer is one of the above
+        f"HeadTailBuffer.append() cannot read {type(data).__name__}"
+    )
+
+
+def sealed_error() -> StreamSealed:
+    return StreamSealed(
+        "this stream is sealed (its task has ended) and takes no more data; "
+        "send all output before completing the task"
+    )
+
+
+def format_marker(marker: str, dropped: int) -> str:
+    if not isinstance(marker, str):
+        raise TypeError(f"marker must be a str template, not {type(marker).__name__}")
+    try:
+        return marker.format(dropped=dropped)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"bad marker template {marker!r}: the only field is {{dropped}} ({exc})"
+        ) from None
+
+
+def render(head: bytes, tail: bytes, total: int, marker: str) -> bytes:
+    dropped = total - len(head) - len(tail)
+    if dropped == 0:
+        return head + tail
+    return head + format_marker(marker, dropped).encode("utf-8") + tail
+
+
+def text(head: bytes, tail: bytes, total: int, marker: str) -> str:
+    dropped = total - len(head) - len(tail)
+    if dropped == 0:
+        return (head + tail).decode("utf-8", "replace")
+    # A cut may fall inside a multi-byte character.  Its pieces are dropped
+    # and counted with the middle rather than decoded into U+FFFD.
+    keep = _complete_prefix_len(head)
+    skip = _leading_continuations(tail)
+    dropped += len(head) - keep + skip
+    return (
+        head[:keep].decode("utf-8", "replace")
+        + format_marker(marker, dropped)
+        + tail[skip:].decode("utf-8", "replace")
+    )
+
+
+def _complete_prefix_len(data: bytes) -> int:
+    """Length of ``data`` without a trailing, incomplete UTF-8 sequence."""
+    end = len(data)
+    start = end - 1
+    # A sequence is at most 4 bytes: a lead byte and up to 3 continuations.
+    while start >= 0 and end - start <= 3 and 0x80 <= data[start] < 0xC0:
+        start -= 1
+    if start < 0:
+        return end
+    lead = data[start]
+    if 0xC0 <= lead < 0xE0:
+        needed = 2
+    elif 0xE0 <= lead < 0xF0:
+        needed = 3
+    elif 0xF0 <= lead < 0xF8:
+        needed = 4
+    else:
+        return end
+    return start if end - start < needed else end
+
+
+def _leading_continuations(data: bytes) -> int:
+    """How many bytes at the start of ``data`` continue a cut character."""
+    count = 0
+    while count < min(3, len(data)) and 0x80 <= data[count] < 0xC0:
+        count += 1
+    return count
+
+
+# Snapshot format, version 1, little-endian:
+#   magic "TJHB", version u8, flags u8 (bit 0: sealed), reserved u16,
+#   head capacity u64, tail capacity u64, total u64, head length u64,
+#   tail length u64, head bytes, tail bytes (oldest first),
+#   CRC-32 u32 of everything before it.
+_MAGIC = b"TJHB"
+_VERSION = 1
+_FLAG_SEALED = 1
+_HEADER = struct.Struct("<4sBBHQQQQQ")
+_CRC = struct.Struct("<I")
+
+
+class SnapshotState(NamedTuple):
+    head_capacity: int
+    tail_capacity: int
+    total: int
+    sealed: bool
+    head: bytes
+    tail: bytes
+
+
+def encode_snapshot(state: SnapshotState) -> bytes:
+    header = _HEADER.pack(
+        _MAGIC,
+        _VERSION,
+        _FLAG_SEALED if state.sealed else 0,
+        0,
+        state.head_capacity,
+        state.tail_capacity,
+        state.total,
+        len(state.head),
+        len(state.tail),
+    )
+    body = b"".join((header, state.head, state.tail))
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def decode_snapshot(data: object) -> SnapshotState:
+    """Parse and fully validate a snapshot; raise CorruptSnapshot if it is bad."""
+    try:
+        raw = bytes(memoryview(data))  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"a snapshot is bytes, not {type(data).__name__}"
+        ) from None
+    minimum = _HEADER.size + _CRC.size
+    if len(raw) < minimum:
+        raise CorruptSnapshot(
+            f"snapshot is truncated: {len(raw)} bytes, a header alone needs {minimum}"
+        )
+    magic, version, flags, _, head_cap, tail_cap, total, head_len, tail_len = (
+        _HEADER.unpack_from(raw)
+    )
+    if magic != _MAGIC:
+        raise CorruptSnapshot(
+            f"not a HeadTailBuffer snapshot (starts with {magic!r}, expected {_MAGIC!r})"
+        )
+    if version != _VERSION:
+        raise CorruptSnapshot(
+            f"snapshot format version {version} is not supported by this taskjournal "
+            f"(it reads version {_VERSION}); upgrade taskjournal to read it"
+        )
+    expected = minimum + head_len + tail_len
+    if len(raw) != expected:
+        raise CorruptSnapshot(
+            f"snapshot is truncated or padded: {len(raw)} bytes, its header says {expected}"
+        )
+    body = raw[: -_CRC.size]
+    (crc,) = _CRC.unpack_from(raw, len(body))
+    if zlib.crc32(body) != crc:
+        raise CorruptSnapshot("snapshot is corrupt: its checksum does not match")
+    if flags & ~_FLAG_SEALED:
+        raise CorruptSnapshot(f"snapshot has unknown flags {flags:#x}")
+    _check_invariants(head_cap, tail_cap, total, head_len, tail_len)
+    head_end = _HEADER.size + head_len
+    return SnapshotState(
+        head_cap,
+        tail_cap,
+        total,
+        bool(flags & _FLAG_SEALED),
+        raw[_HEADER.size : head_end],
+        raw[head_end : head_end + tail_len],
+    )
+
+
+def _check_invariants(
+    head_cap: int, tail_cap: int, total: int, head_len: int, tail_len: int
+) -> None:
+    # A checksum only proves the bytes arrived as written; these prove that
+    # what was written describes a state a buffer can actually be in.
+    problems = []
+    if head_cap > MAX_CAPACITY or tail_cap > MAX_CAPACITY:
+        problems.append("a capacity is out of range")
+    if head_len > head_cap or tail_len > tail_cap:
+        problems.append("holds more than its capacity")
+    if total < head_len + tail_len:
+        problems.append("total is smaller than what it holds")
+    if head_len < min(head_cap, total):
+        problems.append("head is short of what was written")
+    if tail_len < min(tail_cap, total - head_len):
+        problems.append("tail is short of what was written")
+    if problems:
+        raise CorruptSnapshot("snapshot is inconsistent: " + "; ".join(problems))
