@@ -1,0 +1,69 @@
+"""Turn a pytest-benchmark JSON file into the README's ratio tables.
+
+    python -m pytest bench --benchmark-json=bench.json
+    python bench/report.py bench.json
+
+Figures use the median round (robust to a noisy, shared machine) divided by
+the operations one round performs.  Ratios compare implementations measured
+in the same run, which is the only comparison worth making here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import defaultdict
+
+# Which implementation each ratio column is measured against, by group kind.
+BASELINES = {"append": ("reviewed", "c"), "hot buffer": ("bytearray", "c")}
+
+
+def _per_op(bench: dict) -> float:
+    ops = bench.get("extra_info", {}).get("ops_per_round", 1)
+    return bench["stats"]["median"] / ops
+
+
+def _impl(bench: dict) -> str:
+    # The first parametrize id is the implementation: test_x[impl-...].
+    return re.search(r"\[([^\]-]+)", bench["name"]).group(1)
+
+
+def load(path: str) -> dict[str, dict[str, float]]:
+    with open(path) as handle:
+        data = json.load(handle)
+    groups: dict[str, dict[str, float]] = defaultdict(dict)
+    for bench in data["benchmarks"]:
+        groups[bench["group"]][_impl(bench)] = _per_op(bench)
+    return groups
+
+
+def _ns(seconds: float) -> str:
+    return f"{seconds * 1e9:,.0f}"
+
+
+def table(groups: dict[str, dict[str, float]]) -> str:
+    rows = ["| benchmark | ns per op, by implementation | ratio |", "|---|---|---|"]
+    for group in sorted(groups, key=_sort_key):
+        impls = groups[group]
+        kind = "append" if group.startswith("append") else group.rsplit(" ", 2)[0]
+        figures = ", ".join(f"{name} {_ns(t)}" for name, t in sorted(impls.items(), key=lambda kv: kv[1]))
+        base, ours = BASELINES.get(kind, (None, None))
+        ratio = ""
+        if base in impls and ours in impls:
+            ratio = f"{base} / {ours} = {impls[base] / impls[ours]:.2f}x"
+            if "python" in impls:
+                ratio += f"; python / {ours} = {impls['python'] / impls[ours]:.2f}x"
+        rows.append(f"| {group} | {figures} | {ratio} |")
+    return "\n".join(rows)
+
+
+def _sort_key(group: str):
+    numbers = [int(n) for n in re.findall(r"\d+", group)]
+    return (re.sub(r"\d+", "", group), numbers)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python bench/report.py BENCH.json")
+    print(table(load(sys.argv[1])))
