@@ -5,14 +5,46 @@ whether the compiled head+tail buffer is in use.
 """
 
 from journal.buffer import IMPLEMENTATION, HeadTailBuffer
-from journal.errors import CorruptSnapshot, JournalError, StreamSealed
+from journal.config import JournalConfig
+from journal.errors import (
+    ConfigError,
+    CorruptSnapshot,
+    DuplicateTask,
+    InvalidArgument,
+    InvalidTransition,
+    JournalClosed,
+    JournalError,
+    ResultExpired,
+    StreamSealed,
+    TaskLost,
+    UnknownTask,
+    WaitTimeout,
+)
+from journal.journal import TaskJournal
+from journal.lifecycle import TaskStatus
+from journal.records import FollowChunk, StreamView, TaskRecord
 
 __all__ = [
     "IMPLEMENTATION",
+    "ConfigError",
     "CorruptSnapshot",
+    "DuplicateTask",
+    "FollowChunk",
     "HeadTailBuffer",
+    "InvalidArgument",
+    "InvalidTransition",
+    "JournalClosed",
+    "JournalConfig",
     "JournalError",
+    "ResultExpired",
     "StreamSealed",
+    "StreamView",
+    "TaskJournal",
+    "TaskLost",
+    "TaskRecord",
+    "TaskStatus",
+    "UnknownTask",
+    "WaitTimeout",
 ]
 
 __version__ = "0.1.0"

@@ -231,6 +231,18 @@ cdef class HeadTailBuffer:
             memcpy(dest + first, self._ring, self._ring_len - first)
         return out
 
+    def read_from(self, offset):
+        """Held bytes from stream position ``offset`` on: ``(position, data)``.
+
+        ``position`` is where ``data`` starts in the stream; when it is past
+        ``offset`` the bytes in between were dropped.  ``data`` is one
+        contiguous run: if a dropped gap follows the head, the bytes after it
+        come from the next call.  For live tails (``TaskJournal.follow``).
+        """
+        offset = _shared.read_offset(offset)
+        head, tail, total = self._parts()
+        return _shared.read_from(head, tail, total, offset)
+
     cdef tuple _parts(self):
         # Creating bytes and ints runs no Python code, so nothing can append
         # between these reads; the tuple that could trigger the GC comes last.

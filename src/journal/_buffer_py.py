@@ -112,6 +112,18 @@ class HeadTailBuffer:
         with self._lock:
             return bytes(self._tail)
 
+    def read_from(self, offset: int) -> tuple[int, bytes]:
+        """Held bytes from stream position ``offset`` on: ``(position, data)``.
+
+        ``position`` is where ``data`` starts in the stream; when it is past
+        ``offset`` the bytes in between were dropped.  ``data`` is one
+        contiguous run: if a dropped gap follows the head, the bytes after it
+        come from the next call.  For live tails (``TaskJournal.follow``).
+        """
+        offset = _shared.read_offset(offset)
+        with self._lock:
+            return _shared.read_from(bytes(self._head), bytes(self._tail), self._total, offset)
+
     def _parts(self) -> tuple[bytes, bytes, int]:
         with self._lock:
             return bytes(self._head), bytes(self._tail), self._total

@@ -138,6 +138,25 @@ def _leading_continuations(data: bytes) -> int:
     return count
 
 
+def read_offset(value: object) -> int:
+    offset = operator.index(value)  # type: ignore[arg-type]
+    if offset < 0:
+        raise ValueError(f"read_from() offset must be >= 0, got {offset}")
+    return offset
+
+
+def read_from(head: bytes, tail: bytes, total: int, offset: int) -> tuple[int, bytes]:
+    if offset > total:
+        raise ValueError(f"read_from() offset {offset} is past the end of the stream ({total})")
+    tail_start = total - len(tail)
+    if offset < len(head):
+        # The head and the tail are one run only when nothing lies between.
+        joined = tail if tail_start == len(head) else b""
+        return offset, head[offset:] + joined
+    start = max(offset, tail_start)
+    return start, tail[start - tail_start :]
+
+
 # Snapshot format, version 1, little-endian:
 #   magic "TJHB", version u8, flags u8 (bit 0: sealed), reserved u16,
 #   head capacity u64, tail capacity u64, total u64, head length u64,

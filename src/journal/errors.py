@@ -11,9 +11,18 @@ This module imports nothing from the package: every layer may import it.
 from __future__ import annotations
 
 __all__ = [
+    "ConfigError",
     "CorruptSnapshot",
+    "DuplicateTask",
+    "InvalidArgument",
+    "InvalidTransition",
+    "JournalClosed",
     "JournalError",
+    "ResultExpired",
     "StreamSealed",
+    "TaskLost",
+    "UnknownTask",
+    "WaitTimeout",
 ]
 
 
@@ -30,3 +39,52 @@ class StreamSealed(JournalError):
 
 class CorruptSnapshot(JournalError, ValueError):
     """A buffer snapshot is truncated, corrupted, foreign or too new."""
+
+
+class InvalidArgument(JournalError, ValueError):
+    """A task id, node id, stream name, result or option is not acceptable.
+
+    Raised before anything changes: the journal is left as it was.
+    """
+
+
+class ConfigError(InvalidArgument):
+    """A JournalConfig value (keyword or JOURNAL_* variable) is invalid."""
+
+
+class UnknownTask(JournalError, KeyError):
+    """No task with this id was ever registered (or its tombstone is gone)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateTask(JournalError):
+    """``register`` was called for an id the journal still holds."""
+
+
+class InvalidTransition(JournalError):
+    """A lifecycle move the transition table does not allow."""
+
+
+class TaskLost(JournalError):
+    """The task's node stopped reporting (lease expired or never re-attached).
+
+    ``record`` holds the task's final state, including what its streams held.
+    """
+
+    def __init__(self, message: str, record: object = None) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+class ResultExpired(JournalError):
+    """The task finished, but its result was removed after ``result_ttl``."""
+
+
+class WaitTimeout(JournalError, TimeoutError):
+    """``wait`` gave up after its timeout; the task itself goes on."""
+
+
+class JournalClosed(JournalError):
+    """The journal was closed; open a new one."""

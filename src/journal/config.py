@@ -1,0 +1,146 @@
+"""JournalConfig: every limit of the journal, from keywords or JOURNAL_* variables.
+
+The defaults live in the field declarations below and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Optional
+
+from journal.errors import ConfigError
+
+__all__ = ["JournalConfig"]
+
+ENV_PREFIX = "JOURNAL_"
+
+
+@dataclasses.dataclass(frozen=True)
+class JournalConfig:
+    """Limits and timings of a TaskJournal; validated at construction.
+
+    Sizes are bytes, durations are seconds (floats).  Build one from keywords,
+    or with :meth:`from_env` from ``JOURNAL_<FIELD>`` environment variables
+    (``JOURNAL_HEAD_BYTES=8192``), keywords taking precedence.
+    """
+
+    #: Bytes kept from the start of every stream.
+    head_bytes: int = 20_000
+    #: Bytes kept from the end of every stream.
+    tail_bytes: int = 20_000
+    #: Per-stream ``(head, tail)`` overrides, e.g. ``{"thoughts": (4096, 4096)}``.
+    #: From the environment: ``thoughts=4096:4096,stderr=8192:8192``.
+    stream_limits: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    #: How long a finished task's result and streams are kept.
+    result_ttl: float = 24 * 3600.0
+    #: A node that neither heartbeats nor streams for this long loses its tasks.
+    lease_timeout: float = 60.0
+    #: After a hub restart, how long an in-flight task waits for its node to
+    #: re-attach before it is LOST.
+    reattach_grace: float = 120.0
+    #: Registry shards (a power of two); more shards, less lock contention.
+    shards: int = 16
+    #: Where the journal is kept: ``memory://`` (nothing survives a restart).
+    store_url: str = "memory://"
+    #: Bytes of stream buffers to keep resident; None for no budget.
+    memory_budget: Optional[int] = None
+    #: How often changed stream buffers are written to the store.
+    checkpoint_interval: float = 1.0
+    #: How often deadlines, leases and retention are enforced in the
+    #: background; 0 disables the timer (call ``TaskJournal.sweep()`` yourself).
+    sweep_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("head_bytes", "tail_bytes", "shards"):
+            _check_int(name, getattr(self, name), minimum=0 if name != "shards" else 1)
+        if self.shards & (self.shards - 1):
+            raise _error("shards", f"must be a power of two, got {self.shards}")
+        if self.memory_budget is not None:
+            _check_int("memory_budget", self.memory_budget, minimum=0)
+        for name in ("result_ttl", "lease_timeout", "reattach_grace", "checkpoint_interval"):
+            _check_seconds(name, getattr(self, name), allow_zero=False)
+        _check_seconds("sweep_interval", self.sweep_interval, allow_zero=True)
+        if not isinstance(self.store_url, str) or "://" not in self.store_url:
+            raise _error("store_url", f"must be a URL like 'memory://', got {self.store_url!r}")
+        object.__setattr__(self, "stream_limits", _frozen_limits(self.stream_limits))
+
+    def limits_for(self, stream: str) -> tuple[int, int]:
+        """The ``(head, tail)`` capacities of a stream with this name."""
+        return self.stream_limits.get(stream, (self.head_bytes, self.tail_bytes))
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> JournalConfig:
+        """Read ``JOURNAL_<FIELD>`` variables; keyword ``overrides`` win."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is None or field.name in overrides:
+                continue
+            values[field.name] = _parse_env(field.name, raw.strip())
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> JournalConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _error(name: str, problem: str) -> ConfigError:
+    return ConfigError(f"JournalConfig.{name} ({ENV_PREFIX}{name.upper()}) {problem}")
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _error(name, f"must be an int, got {value!r}")
+    if value < minimum:
+        raise _error(name, f"must be >= {minimum}, got {value}")
+
+
+def _check_seconds(name: str, value: object, allow_zero: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _error(name, f"must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise _error(name, f"must be a finite number of seconds > 0, got {value!r}")
+
+
+def _frozen_limits(limits: object) -> Mapping[str, tuple[int, int]]:
+    if not isinstance(limits, Mapping):
+        raise _error("stream_limits", f"must map stream names to (head, tail), got {limits!r}")
+    frozen = {}
+    for stream, pair in limits.items():
+        if not isinstance(stream, str) or not stream:
+            raise _error("stream_limits", f"has a bad stream name {stream!r}")
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise _error("stream_limits", f"[{stream!r}] must be (head, tail), got {pair!r}")
+        for value in pair:
+            _check_int(f"stream_limits[{stream!r}]", value, minimum=0)
+        frozen[stream] = (pair[0], pair[1])
+    return MappingProxyType(frozen)
+
+
+def _parse_env(name: str, raw: str) -> Any:
+    try:
+        if name == "store_url":
+            return raw
+        if name == "memory_budget":
+            return None if raw.lower() in ("", "none") else int(raw)
+        if name in ("head_bytes", "tail_bytes", "shards"):
+            return int(raw)
+        if name == "stream_limits":
+            return _parse_limits(raw)
+        return float(raw)
+    except ValueError:
+        raise _error(name, f"cannot parse {raw!r}") from None
+
+
+def _parse_limits(raw: str) -> dict[str, tuple[int, int]]:
+    limits = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        stream, _, sizes = item.partition("=")
+        head, _, tail = sizes.partition(":")
+        limits[stream.strip()] = (int(head), int(tail))
+    return limits
