@@ -39,3 +39,48 @@ def buffer_cls(request):
 def both_buffer_classes():
     """(compiled, pure): for tests that compare the twins directly."""
     return _compiled_buffer_class(), _buffer_py.HeadTailBuffer
+
+
+class FakeClock:
+    """A wall clock that moves only when a test says so."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def make_journal(buffer_cls, clock):
+    """Build TaskJournals on the fake clock, with the sweeper off (tests call
+    sweep() when time has moved), using this run's buffer implementation;
+    every journal is closed at the end of the test."""
+    from journal import JournalConfig, TaskJournal
+
+    opened = []
+
+    def make(store_url="memory://", **config):
+        config.setdefault("sweep_interval", 0)
+        journal = TaskJournal(
+            store_url, config=JournalConfig(**config), clock=clock, buffer_class=buffer_cls
+        )
+        opened.append(journal)
+        return journal
+
+    yield make
+    for journal in opened:
+        journal.close()
+
+
+@pytest.fixture
+def journal(make_journal):
+    return make_journal()

@@ -98,3 +98,40 @@ def test_equality_and_pickle(buffer_cls):
     assert buffer_cls(1, 2) != buffer_cls(2, 1)
     with pytest.raises(TypeError):
         hash(buf)  # mutable
+
+
+@settings(max_examples=200)
+@given(head=st.integers(0, 30), tail=st.integers(0, 30), chunks=chunks, data=st.data())
+def test_read_from_delivers_everything_held_and_counts_the_rest(buffer_cls, head, tail, chunks, data):
+    buf = buffer_cls(head, tail)
+    model = ReferenceBuffer(head, tail)
+    offset = 0
+    delivered = bytearray()
+    skipped = 0
+    for chunk in chunks:
+        buf.append(chunk)
+        model.append(chunk)
+        if data.draw(st.booleans()):
+            # A follower catching up: every byte is either delivered, in
+            # order and at its true position, or counted as skipped.
+            while True:
+                position, got = buf.read_from(offset)
+                assert position >= offset
+                assert got == bytes(model.data[position : position + len(got)])
+                skipped += position - offset
+                delivered += got
+                offset = position + len(got)
+                if not got and position == offset:
+                    break
+    assert offset <= buf.total
+    assert len(delivered) + skipped == offset
+
+
+def test_read_from_rejects_bad_offsets(buffer_cls):
+    buf = buffer_cls(2, 2)
+    buf.append(b"abc")
+    with pytest.raises(ValueError, match="past the end"):
+        buf.read_from(4)
+    with pytest.raises(ValueError, match=">= 0"):
+        buf.read_from(-1)
+    assert buf.read_from(3) == (3, b"")

@@ -1,0 +1,92 @@
+"""JournalConfig: defaults, JOURNAL_* variables, and errors that name them."""
+
+from __future__ import annotations
+
+import pytest
+
+from journal import ConfigError, JournalConfig, JournalError
+
+
+def test_defaults():
+    config = JournalConfig()
+    assert (config.head_bytes, config.tail_bytes) == (20_000, 20_000)
+    assert config.result_ttl == 86_400 and config.shards == 16
+    assert config.store_url == "memory://" and config.memory_budget is None
+    assert config.limits_for("stdout") == (20_000, 20_000)
+
+
+def test_from_env_reads_every_field():
+    env = {
+        "JOURNAL_HEAD_BYTES": "100",
+        "JOURNAL_TAIL_BYTES": "200",
+        "JOURNAL_STREAM_LIMITS": "thoughts=10:20, stderr=0:5",
+        "JOURNAL_RESULT_TTL": "3.5",
+        "JOURNAL_LEASE_TIMEOUT": "7",
+        "JOURNAL_REATTACH_GRACE": "9",
+        "JOURNAL_SHARDS": "4",
+        "JOURNAL_STORE_URL": "memory://",
+        "JOURNAL_MEMORY_BUDGET": "1000000",
+        "JOURNAL_CHECKPOINT_INTERVAL": "0.5",
+        "JOURNAL_SWEEP_INTERVAL": "0",
+        "UNRELATED": "x",
+    }
+    config = JournalConfig.from_env(env)
+    assert config == JournalConfig(
+        head_bytes=100, tail_bytes=200,
+        stream_limits={"thoughts": (10, 20), "stderr": (0, 5)},
+        result_ttl=3.5, lease_timeout=7.0, reattach_grace=9.0, shards=4,
+        memory_budget=1_000_000, checkpoint_interval=0.5, sweep_interval=0.0,
+    )
+    assert config.limits_for("thoughts") == (10, 20)
+    assert config.limits_for("stdout") == (100, 200)
+
+
+def test_keywords_beat_the_environment():
+    config = JournalConfig.from_env({"JOURNAL_HEAD_BYTES": "oops"}, head_bytes=5)
+    assert config.head_bytes == 5
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("JOURNAL_HEAD_BYTES", "ten", r"head_bytes \(JOURNAL_HEAD_BYTES\) cannot parse 'ten'"),
+        ("JOURNAL_TAIL_BYTES", "-1", r"tail_bytes \(JOURNAL_TAIL_BYTES\) must be >= 0"),
+        ("JOURNAL_SHARDS", "12", r"shards \(JOURNAL_SHARDS\) must be a power of two"),
+        ("JOURNAL_RESULT_TTL", "0", r"result_ttl \(JOURNAL_RESULT_TTL\) must be a finite"),
+        ("JOURNAL_LEASE_TIMEOUT", "inf", r"lease_timeout \(JOURNAL_LEASE_TIMEOUT\)"),
+        ("JOURNAL_STREAM_LIMITS", "thoughts=1", r"stream_limits \(JOURNAL_STREAM_LIMITS\)"),
+        ("JOURNAL_STORE_URL", "journal.db", r"store_url \(JOURNAL_STORE_URL\)"),
+        ("JOURNAL_MEMORY_BUDGET", "-5", r"memory_budget \(JOURNAL_MEMORY_BUDGET\)"),
+    ],
+)
+def test_bad_values_name_their_variable(variable, value, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        JournalConfig.from_env({variable: value})
+    assert isinstance(caught.value, JournalError) and isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"head_bytes": 1.5},
+        {"shards": 0},
+        {"checkpoint_interval": -1},
+        {"sweep_interval": float("nan")},
+        {"stream_limits": {"thoughts": (1, -1)}},
+        {"stream_limits": {"": (1, 1)}},
+        {"stream_limits": [("a", (1, 1))]},
+        {"head_bytes": True},
+    ],
+)
+def test_bad_keywords_raise_at_construction(kwargs):
+    with pytest.raises(ConfigError):
+        JournalConfig(**kwargs)
+
+
+def test_config_is_immutable():
+    config = JournalConfig(stream_limits={"thoughts": (1, 2)})
+    with pytest.raises(AttributeError):
+        config.head_bytes = 5  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.stream_limits["thoughts"] = (3, 4)  # type: ignore[index]
+    assert config.replace(head_bytes=7).head_bytes == 7

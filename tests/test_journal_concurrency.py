@@ -1,0 +1,84 @@
+"""16 threads drive 1,000 tasks each through the journal at once."""
+
+from __future__ import annotations
+
+import threading
+
+from journal import TaskStatus
+
+THREADS = 16
+TASKS = 1_000
+APPENDS = 5
+CHUNK = b"0123456789abcdef"
+
+
+def test_sixteen_threads_by_a_thousand_tasks(make_journal):
+    journal = make_journal(head_bytes=32, tail_bytes=32)
+    start = threading.Barrier(THREADS)
+    errors = []
+
+    def drive(thread):
+        try:
+            start.wait()
+            for n in range(TASKS):
+                task_id = f"t{thread}-{n}"
+                journal.register(task_id, f"node-{thread % 4}")
+                out = journal.stream(task_id)
+                journal.start(task_id)
+                for _ in range(APPENDS):
+                    out.append(CHUNK)
+                if n % 10 == 0:
+                    journal.fail(task_id, "scripted failure")
+                else:
+                    journal.complete(task_id, {"n": n})
+                # Read someone else's task too, finished or not.
+                other = f"t{(thread + 1) % THREADS}-{n}"
+                try:
+                    journal.get(other)
+                except KeyError:
+                    pass  # not registered yet by its thread
+                record = journal.get(task_id)
+                assert record.streams["stdout"].total == APPENDS * len(CHUNK)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=drive, args=(t,)) for t in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
+
+    stats = journal.stats()
+    failed = THREADS * len(range(0, TASKS, 10))
+    assert stats["tasks"] == THREADS * TASKS
+    assert stats["by_status"]["failed"] == failed
+    assert stats["by_status"]["completed"] == THREADS * TASKS - failed
+    assert stats["bytes_written"] == THREADS * TASKS * APPENDS * len(CHUNK)
+    assert stats["bytes_held"] == THREADS * TASKS * 64
+    assert stats["bytes_dropped"] == THREADS * TASKS * (APPENDS * len(CHUNK) - 64)
+    assert journal.in_flight() == []
+    record = journal.get("t7-999")
+    assert record.status is TaskStatus.COMPLETED and record.result == {"n": 999}
+
+
+def test_many_threads_append_through_one_handle(make_journal):
+    journal = make_journal(head_bytes=1_000, tail_bytes=1_000)
+    journal.register("t", "n")
+    out = journal.stream("t")
+    start = threading.Barrier(THREADS)
+
+    def write():
+        start.wait()
+        for _ in range(2_000):
+            out.append(CHUNK)
+
+    threads = [threading.Thread(target=write) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    journal.complete("t", None)
+    view = journal.get("t").streams["stdout"]
+    assert view.total == THREADS * 2_000 * len(CHUNK)
+    assert view.head == (CHUNK * 63)[:1_000] and view.tail == (CHUNK * 63)[-1_000:]
