@@ -16,7 +16,12 @@ import sys
 from collections import defaultdict
 
 # Which implementation each ratio column is measured against, by group kind.
-BASELINES = {"append": ("reviewed", "c"), "hot buffer": ("bytearray", "c")}
+BASELINES = {
+    "append": ("reviewed", "c"),
+    "hot buffer": ("bytearray", "c"),
+    "end to end": ("reviewed", "c"),
+    "handle vs bare buffer": ("journal handle", "bare buffer"),
+}
 
 
 def _per_op(bench: dict) -> float:
@@ -46,7 +51,7 @@ def table(groups: dict[str, dict[str, float]]) -> str:
     rows = ["| benchmark | ns per op, by implementation | ratio |", "|---|---|---|"]
     for group in sorted(groups, key=_sort_key):
         impls = groups[group]
-        kind = "append" if group.startswith("append") else group.rsplit(" ", 2)[0]
+        kind = next((k for k in BASELINES if group.startswith(k)), group)
         figures = ", ".join(f"{name} {_ns(t)}" for name, t in sorted(impls.items(), key=lambda kv: kv[1]))
         base, ours = BASELINES.get(kind, (None, None))
         ratio = ""

@@ -243,6 +243,12 @@ cdef class HeadTailBuffer:
         head, tail, total = self._parts()
         return _shared.read_from(head, tail, total, offset)
 
+    def parts(self):
+        """``(head, tail, total, sealed)``, read at one instant."""
+        sealed = bool(self._sealed)
+        head, tail, total = self._parts()
+        return (head, tail, total, sealed)
+
     cdef tuple _parts(self):
         # Creating bytes and ints runs no Python code, so nothing can append
         # between these reads; the tuple that could trigger the GC comes last.

@@ -124,6 +124,11 @@ class HeadTailBuffer:
         with self._lock:
             return _shared.read_from(bytes(self._head), bytes(self._tail), self._total, offset)
 
+    def parts(self) -> tuple[bytes, bytes, int, bool]:
+        """``(head, tail, total, sealed)``, read at one instant."""
+        with self._lock:
+            return bytes(self._head), bytes(self._tail), self._total, self._sealed
+
     def _parts(self) -> tuple[bytes, bytes, int]:
         with self._lock:
             return bytes(self._head), bytes(self._tail), self._total

@@ -65,19 +65,19 @@ class _Task:
         #: Set after a restart until the node re-attaches: when it turns LOST.
         self.detached_until: Optional[float] = None
         self.streams: dict[str, HeadTailBuffer] = {}
-        #: Set once, at the terminal transition; sync waiters block on it.
-        self.done = threading.Event()
-        if self.status.terminal:
-            self.done.set()
+        #: Made by the first sync waiter (most tasks never have one) and set
+        #: at the terminal transition.
+        self.done: Optional[threading.Event] = None
         self.async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         #: Sum of the streams' totals at the last sweep: growth means alive.
         self.seen_total = 0
 
     def row(self, **changes: Any) -> TaskRow:
-        fields = {name: getattr(self, name) for name in _ROW_FIELDS}
-        fields["status"] = self.status.value
-        fields.update(changes)
-        return TaskRow(**fields)
+        row = TaskRow(
+            self.task_id, self.node_id, self.status.value, self.meta_json, self.result,
+            self.error, self.created_at, self.updated_at, self.finished_at, self.deadline,
+        )
+        return row._replace(**changes) if changes else row
 
     def written(self) -> int:
         return sum(buf.total for buf in list(self.streams.values()))
@@ -101,16 +101,8 @@ class _Task:
         )
 
 
-_ROW_FIELDS = (
-    "task_id", "node_id", "status", "meta_json", "result", "error",
-    "created_at", "updated_at", "finished_at", "deadline",
-)
-
-
 def _view(name: str, buf: HeadTailBuffer) -> StreamView:
-    # One atomic read: a snapshot, then parsed, so head, tail and total agree.
-    restored = type(buf).restore(buf.snapshot())
-    return StreamView(name, restored.head(), restored.tail(), restored.total, restored.sealed)
+    return StreamView(name, *buf.parts())
 
 
 class TaskJournal:
@@ -256,9 +248,7 @@ class TaskJournal:
         """Close a finished task's streams and keep their final state."""
         for buf in task.streams.values():
             buf.seal()
-        self._store.put_streams(
-            task.task_id, {name: buf.snapshot() for name, buf in task.streams.items()}
-        )
+        self._store.put_streams(task.task_id, task.streams)
         waiters, task.async_waiters = task.async_waiters, []
         return waiters
 
@@ -336,7 +326,13 @@ class TaskJournal:
         """
         task = self._require(task_id)
         seconds = check_timeout(task_id, timeout)
-        if not task.done.wait(seconds):
+        with self._tasks.shard(task_id).lock:
+            if task.status.terminal:
+                return _final(task)
+            if task.done is None:
+                task.done = threading.Event()
+            done = task.done
+        if not done.wait(seconds):
             raise self._timeout(task, seconds)
         return _final(task)
 
@@ -572,7 +568,8 @@ def _final(task: _Task) -> TaskRecord:
 
 
 def _wake(task: _Task, waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
-    task.done.set()
+    if task.done is not None:
+        task.done.set()
     for loop, future in waiters:
         try:
             loop.call_soon_threadsafe(_resolve, future)

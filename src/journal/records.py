@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Optional, Union
 
@@ -15,8 +14,7 @@ __all__ = ["FollowChunk", "StreamView", "TaskRecord"]
 Result = Union[None, bool, int, float, str, list, dict, bytes]
 
 
-@dataclasses.dataclass(frozen=True)
-class StreamView:
+class StreamView(NamedTuple):
     """One stream of a task at the moment its record was taken."""
 
     name: str
@@ -43,9 +41,12 @@ class StreamView:
         return _shared.text(self.head, self.tail, self.total, marker)
 
 
-@dataclasses.dataclass(frozen=True)
-class TaskRecord:
-    """A task as it was when the record was taken; never a live view."""
+class TaskRecord(NamedTuple):
+    """A task as it was when the record was taken; never a live view.
+
+    Immutable, and cheap to make: the journal returns one from every call
+    that changes a task.
+    """
 
     task_id: str
     node_id: str

@@ -15,6 +15,8 @@ __all__ = ["MAX_ID_LENGTH", "check_id", "encode_json", "encode_result"]
 MAX_ID_LENGTH = 256
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# One encoder, made once: json.dumps() with options builds a new one per call.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 
 def check_id(kind: str, value: object) -> str:
@@ -41,7 +43,7 @@ def encode_json(what: str, task_id: str, value: Any) -> Optional[str]:
     if value is None:
         return None
     try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(
             f"task {task_id!r}: {what} must be JSON-serialisable ({exc}); "

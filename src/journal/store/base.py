@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import Optional, Protocol, Union
+from typing import NamedTuple, Optional, Protocol, Union
 
-__all__ = ["StoredState", "Store", "TaskRow"]
+__all__ = ["Snapshotable", "StoredState", "Store", "TaskRow"]
 
 
-@dataclasses.dataclass
-class TaskRow:
+class TaskRow(NamedTuple):
     """The durable form of one task (its streams are stored separately)."""
 
     task_id: str
@@ -43,6 +42,10 @@ class StoredState:
     tombstones: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
+class Snapshotable(Protocol):
+    def snapshot(self) -> bytes: ...
+
+
 class Store(Protocol):
     url: str
 
@@ -51,8 +54,12 @@ class Store(Protocol):
     def put_task(self, row: TaskRow) -> None:
         """Insert or replace one task row."""
 
-    def put_streams(self, task_id: str, snapshots: Mapping[str, bytes]) -> None:
-        """Replace the stored snapshots of these streams of one task."""
+    def put_streams(self, task_id: str, streams: Mapping[str, Snapshotable]) -> None:
+        """Store ``snapshot()`` of each of these streams of one task.
+
+        The store takes the snapshots itself, so that a store that keeps
+        nothing pays nothing.
+        """
 
     def expire(self, task_ids: Iterable[str], tombstone_until: float) -> None:
         """Delete these tasks and their streams, leaving tombstones."""

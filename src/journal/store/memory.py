@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from journal.store.base import StoredState, TaskRow
+from journal.store.base import Snapshotable, StoredState, TaskRow
 
 __all__ = ["MemoryStore"]
 
@@ -23,7 +23,7 @@ class MemoryStore:
     def put_task(self, row: TaskRow) -> None:
         pass
 
-    def put_streams(self, task_id: str, snapshots: Mapping[str, bytes]) -> None:
+    def put_streams(self, task_id: str, streams: Mapping[str, Snapshotable]) -> None:
         pass
 
     def expire(self, task_ids: Iterable[str], tombstone_until: float) -> None:
