@@ -3,8 +3,9 @@
     python -m pytest bench --benchmark-json=bench.json
     python bench/report.py bench.json
 
-Figures use the median round (robust to a noisy, shared machine) divided by
-the operations one round performs.  Ratios compare implementations measured
+Figures use the fastest round divided by the operations one round performs:
+on a shared, noisy machine other load only ever adds time, so the minimum is
+the round least disturbed by it.  Ratios compare implementations measured
 in the same run, which is the only comparison worth making here.
 """
 
@@ -26,7 +27,7 @@ BASELINES = {
 
 def _per_op(bench: dict) -> float:
     ops = bench.get("extra_info", {}).get("ops_per_round", 1)
-    return bench["stats"]["median"] / ops
+    return bench["stats"]["min"] / ops
 
 
 def _impl(bench: dict) -> str:

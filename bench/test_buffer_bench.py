@@ -19,7 +19,9 @@ from conftest import buffer_class, run_in_threads, split
 from reviewed import HEAD, TAIL, ReviewedJournal
 
 APPENDS = {"c": 200_000, "python": 40_000, "reviewed": 10_000}
-HOT_APPENDS = 20_000  # bytearray grows without bound: keep it to 80 MB
+# bytearray grows without bound: keep it to 80 MB a round.
+HOT_BYTES = 80 * 1024 * 1024
+HOT_MAX_APPENDS = 200_000
 ROUNDS = 5
 CHUNKS = [64, 1024, 4096]
 IMPLEMENTATIONS = ["c", "python", "reviewed"]
@@ -83,12 +85,13 @@ def test_hot_buffer(benchmark, per_op, impl, size):
     """One hot buffer against the floor: ``bytearray.extend`` of the same chunks."""
     benchmark.group = f"hot buffer {size} B"
     chunk = b"x" * size
-    per_op(HOT_APPENDS)
+    appends = min(HOT_MAX_APPENDS, HOT_BYTES // size)
+    per_op(appends)
 
     if impl == "bytearray":
         def setup():
             target = bytearray()
-            return ([target] * HOT_APPENDS,), {}
+            return ([target] * appends,), {}
 
         def work(sequence):
             for target in sequence:
@@ -99,10 +102,10 @@ def test_hot_buffer(benchmark, per_op, impl, size):
         def setup():
             target = cls(HEAD, TAIL)
             target.append(b"\0" * (HEAD + TAIL))
-            return ([target] * HOT_APPENDS,), {}
+            return ([target] * appends,), {}
 
         def work(sequence):
             for target in sequence:
                 target.append(chunk)
 
-    benchmark.pedantic(work, setup=setup, rounds=ROUNDS * 4, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(work, setup=setup, rounds=ROUNDS * 3, iterations=1, warmup_rounds=1)

@@ -74,7 +74,7 @@ def test_end_to_end(benchmark, per_op, impl):
         return (drive, slices), {}
 
     per_op(THREADS * per_thread)
-    benchmark.pedantic(run_in_threads, setup=setup, rounds=3, iterations=1)
+    benchmark.pedantic(run_in_threads, setup=setup, rounds=5, iterations=1)
     journals.clear()
 
 
