@@ -52,6 +52,9 @@ cdef class HeadTailBuffer:
     # (``_ring_start == 0``), so it can be reallocated as it grows.
     cdef unsigned char *_head
     cdef unsigned char *_ring
+    cdef Py_ssize_t _head_limit  # the head capacity the buffer was made with
+    # Head bytes the current storage may still take: _head_limit, less what
+    # a spill moved out.  The hot path only ever looks at this one.
     cdef Py_ssize_t _head_cap
     cdef Py_ssize_t _tail_cap
     cdef Py_ssize_t _head_len
@@ -61,15 +64,22 @@ cdef class HeadTailBuffer:
     cdef Py_ssize_t _ring_alloc
     cdef unsigned long long _total
     cdef bint _sealed
+    # While spilled, the storage holds only what came after the spill; the
+    # spilled part (in the store) had this total, head and tail length.
+    cdef bint _spilled
+    cdef unsigned long long _spill_total
+    cdef Py_ssize_t _spill_head_len
+    cdef Py_ssize_t _spill_tail_len
 
     def __init__(self, head, tail):
         cdef Py_ssize_t head_cap = _shared.capacity(head, "head")
         cdef Py_ssize_t tail_cap = _shared.capacity(tail, "tail")
         self._release_storage()
-        self._head_cap = head_cap
+        self._head_limit = self._head_cap = head_cap
         self._tail_cap = tail_cap
         self._total = 0
         self._sealed = False
+        self._spilled = False
 
     def __dealloc__(self):
         PyMem_Free(self._head)
@@ -194,7 +204,7 @@ cdef class HeadTailBuffer:
 
     @property
     def head_capacity(self):
-        return self._head_cap
+        return self._head_limit
 
     @property
     def tail_capacity(self):
@@ -207,18 +217,41 @@ cdef class HeadTailBuffer:
 
     @property
     def dropped(self):
-        """Bytes appended but no longer held (``total - len(self)``)."""
-        return self._total - <unsigned long long>(self._head_len + self._ring_len)
+        """Bytes appended but no longer held, here or in a spilled part."""
+        cdef unsigned long long after, held
+        cdef Py_ssize_t tail_len = self._ring_len
+        if not self._spilled:
+            return self._total - <unsigned long long>(self._head_len + self._ring_len)
+        # What the merge in unspill() will keep, worked out from counters.
+        after = self._total - self._spill_total
+        if after == <unsigned long long>(self._head_len + self._ring_len):
+            tail_len = self._spill_tail_len + self._ring_len
+            if tail_len > self._tail_cap:
+                tail_len = self._tail_cap
+        held = self._spill_head_len + self._head_len + tail_len
+        return self._total - held
 
     def __len__(self):
+        """Bytes held in memory (while spilled, only what came after the spill)."""
         return self._head_len + self._ring_len
+
+    @property
+    def spilled(self):
+        return self._spilled
 
     def head(self):
         """The first bytes of the stream, up to the head capacity."""
+        if self._spilled:
+            raise _shared.spilled_error()
         return PyBytes_FromStringAndSize(<char *>self._head, self._head_len)
 
     def tail(self):
         """The last bytes after the head, oldest first, up to the tail capacity."""
+        if self._spilled:
+            raise _shared.spilled_error()
+        return self._ring_bytes()
+
+    cdef bytes _ring_bytes(self):
         cdef bytes out = PyBytes_FromStringAndSize(NULL, self._ring_len)
         cdef char *dest = PyBytes_AS_STRING(out)
         # In the linear phase _ring_start is 0 and this is a single copy.
@@ -252,10 +285,68 @@ cdef class HeadTailBuffer:
     cdef tuple _parts(self):
         # Creating bytes and ints runs no Python code, so nothing can append
         # between these reads; the tuple that could trigger the GC comes last.
-        cdef bytes head = self.head()
-        cdef bytes tail = self.tail()
+        if self._spilled:
+            raise _shared.spilled_error()
+        cdef bytes head = PyBytes_FromStringAndSize(<char *>self._head, self._head_len)
+        cdef bytes tail = self._ring_bytes()
         total = self._total
         return (head, tail, total)
+
+    def spill(self):
+        """Release the storage and return a snapshot of what it held.
+
+        The caller keeps the snapshot (in the store).  Appends go on into
+        fresh storage; :meth:`unspill` with the same snapshot merges the two
+        into exactly the buffer that never spilled.  Reads raise
+        StreamSpilled until then.
+        """
+        if self._spilled:
+            raise ValueError("this buffer is already spilled; unspill() it first")
+        head, tail, total = self._parts()
+        sealed = bool(self._sealed)
+        # From here to the end of the state change no Python code runs, so
+        # no append can fall between the read above and the release below.
+        self._release_storage()
+        self._spilled = True
+        self._spill_total = self._total
+        self._spill_head_len = len(head)
+        self._spill_tail_len = len(tail)
+        self._head_cap = self._head_limit - self._spill_head_len
+        return _shared.encode_snapshot(_shared.SnapshotState(
+            self._head_limit, self._tail_cap, total, sealed, head, tail))
+
+    def unspill(self, snapshot):
+        """Merge back the snapshot :meth:`spill` returned; reads work again."""
+        if not self._spilled:
+            raise ValueError("this buffer is not spilled")
+        base = _shared.spill_base(snapshot, self._head_limit, self._tail_cap)
+        if (base.total, len(base.head), len(base.tail)) != (
+                self._spill_total, self._spill_head_len, self._spill_tail_len):
+            raise _shared.CorruptSnapshot(
+                "this snapshot is not the one this buffer spilled")
+        cdef bytes base_head = base.head
+        cdef bytes base_tail = base.tail
+        cdef bytes head, tail, merged_tail
+        cdef unsigned long long after
+        # Atomic from here: only C-level bytes operations, no Python code.
+        head = PyBytes_FromStringAndSize(<char *>self._head, self._head_len)
+        tail = self._ring_bytes()
+        after = self._total - self._spill_total
+        if after > <unsigned long long>(len(head) + len(tail)):
+            merged_tail = tail  # the new part overflowed the ring by itself
+        else:
+            merged_tail = base_tail + tail
+            if len(merged_tail) > self._tail_cap:
+                merged_tail = merged_tail[len(merged_tail) - self._tail_cap:]
+        head = base_head + head
+        total = self._total
+        self._release_storage()
+        self._spilled = False
+        self._head_cap = self._head_limit
+        self._append_raw(<const unsigned char *>PyBytes_AS_STRING(head), len(head))
+        self._append_raw(<const unsigned char *>PyBytes_AS_STRING(merged_tail),
+                         len(merged_tail))
+        self._total = total
 
     def render(self, marker=_shared.DEFAULT_MARKER):
         """Head, then ``marker`` if bytes were dropped, then tail."""
@@ -272,7 +363,7 @@ cdef class HeadTailBuffer:
         sealed = bool(self._sealed)
         head, tail, total = self._parts()
         return _shared.encode_snapshot(_shared.SnapshotState(
-            self._head_cap, self._tail_cap, total, sealed, head, tail))
+            self._head_limit, self._tail_cap, total, sealed, head, tail))
 
     @classmethod
     def restore(cls, snapshot):
@@ -300,7 +391,7 @@ cdef class HeadTailBuffer:
 
     def __repr__(self):
         return (
-            f"<HeadTailBuffer head={self._head_cap} tail={self._tail_cap} "
+            f"<HeadTailBuffer head={self._head_limit} tail={self._tail_cap} "
             f"total={self._total} held={self._head_len + self._ring_len}"
-            f"{' sealed' if self._sealed else ''}>"
+            f"{' sealed' if self._sealed else ''}{' spilled' if self._spilled else ''}>"
         )

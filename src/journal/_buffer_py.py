@@ -29,10 +29,13 @@ class HeadTailBuffer:
     appends.
     """
 
-    __slots__ = ("_head_cap", "_tail_cap", "_head", "_tail", "_total", "_sealed", "_lock")
+    __slots__ = (
+        "_head_limit", "_head_cap", "_tail_cap", "_head", "_tail", "_total", "_sealed",
+        "_lock", "_spilled", "_spill_total", "_spill_head_len", "_spill_tail_len",
+    )
 
     def __init__(self, head: int, tail: int) -> None:
-        self._head_cap = _shared.capacity(head, "head")
+        self._head_limit = self._head_cap = _shared.capacity(head, "head")
         self._tail_cap = _shared.capacity(tail, "tail")
         self._head = bytearray()
         # bytearray deletes from its front in O(1), which makes it a fine ring.
@@ -40,6 +43,12 @@ class HeadTailBuffer:
         self._total = 0
         self._sealed = False
         self._lock = threading.Lock()
+        # See the compiled class: while spilled, storage holds only what came
+        # after the spill, and _head_cap is the head room left for it.
+        self._spilled = False
+        self._spill_total = 0
+        self._spill_head_len = 0
+        self._spill_tail_len = 0
 
     def append(self, data: BytesLike) -> None:
         """Add ``data`` to the stream; raise StreamSealed once sealed."""
@@ -81,7 +90,11 @@ class HeadTailBuffer:
 
     @property
     def head_capacity(self) -> int:
-        return self._head_cap
+        return self._head_limit
+
+    @property
+    def spilled(self) -> bool:
+        return self._spilled
 
     @property
     def tail_capacity(self) -> int:
@@ -94,23 +107,28 @@ class HeadTailBuffer:
 
     @property
     def dropped(self) -> int:
-        """Bytes appended but no longer held (``total - len(self)``)."""
+        """Bytes appended but no longer held, here or in a spilled part."""
         with self._lock:
-            return self._total - len(self._head) - len(self._tail)
+            resident = len(self._head) + len(self._tail)
+            if not self._spilled:
+                return self._total - resident
+            tail_len = len(self._tail)
+            if self._total - self._spill_total == resident:
+                tail_len = min(self._tail_cap, self._spill_tail_len + tail_len)
+            return self._total - (self._spill_head_len + len(self._head) + tail_len)
 
     def __len__(self) -> int:
+        """Bytes held in memory (while spilled, only what came after the spill)."""
         with self._lock:
             return len(self._head) + len(self._tail)
 
     def head(self) -> bytes:
         """The first bytes of the stream, up to the head capacity."""
-        with self._lock:
-            return bytes(self._head)
+        return self._parts()[0]
 
     def tail(self) -> bytes:
         """The last bytes after the head, oldest first, up to the tail capacity."""
-        with self._lock:
-            return bytes(self._tail)
+        return self._parts()[1]
 
     def read_from(self, offset: int) -> tuple[int, bytes]:
         """Held bytes from stream position ``offset`` on: ``(position, data)``.
@@ -121,17 +139,69 @@ class HeadTailBuffer:
         come from the next call.  For live tails (``TaskJournal.follow``).
         """
         offset = _shared.read_offset(offset)
-        with self._lock:
-            return _shared.read_from(bytes(self._head), bytes(self._tail), self._total, offset)
+        return _shared.read_from(*self._parts(), offset)
 
     def parts(self) -> tuple[bytes, bytes, int, bool]:
         """``(head, tail, total, sealed)``, read at one instant."""
         with self._lock:
+            self._check_resident()
             return bytes(self._head), bytes(self._tail), self._total, self._sealed
 
     def _parts(self) -> tuple[bytes, bytes, int]:
         with self._lock:
+            self._check_resident()
             return bytes(self._head), bytes(self._tail), self._total
+
+    def _check_resident(self) -> None:
+        if self._spilled:
+            raise _shared.spilled_error()
+
+    def spill(self) -> bytes:
+        """Release the storage and return a snapshot of what it held.
+
+        The caller keeps the snapshot (in the store).  Appends go on into
+        fresh storage; :meth:`unspill` with the same snapshot merges the two
+        into exactly the buffer that never spilled.  Reads raise
+        StreamSpilled until then.
+        """
+        with self._lock:
+            if self._spilled:
+                raise ValueError("this buffer is already spilled; unspill() it first")
+            state = _shared.SnapshotState(
+                self._head_limit, self._tail_cap, self._total, self._sealed,
+                bytes(self._head), bytes(self._tail),
+            )
+            self._head = bytearray()
+            self._tail = bytearray()
+            self._spilled = True
+            self._spill_total = self._total
+            self._spill_head_len = len(state.head)
+            self._spill_tail_len = len(state.tail)
+            self._head_cap = self._head_limit - len(state.head)
+        return _shared.encode_snapshot(state)
+
+    def unspill(self, snapshot: BytesLike) -> None:
+        """Merge back the snapshot :meth:`spill` returned; reads work again."""
+        with self._lock:
+            if not self._spilled:
+                raise ValueError("this buffer is not spilled")
+        base = _shared.spill_base(snapshot, self._head_limit, self._tail_cap)
+        with self._lock:
+            if (base.total, len(base.head), len(base.tail)) != (
+                self._spill_total, self._spill_head_len, self._spill_tail_len
+            ):
+                raise _shared.CorruptSnapshot("this snapshot is not the one this buffer spilled")
+            after = self._total - self._spill_total
+            if after > len(self._head) + len(self._tail):
+                merged_tail = bytes(self._tail)  # the new part overflowed the ring by itself
+            else:
+                merged_tail = base.tail + self._tail
+                if len(merged_tail) > self._tail_cap:
+                    merged_tail = merged_tail[len(merged_tail) - self._tail_cap :]
+            self._head = bytearray(base.head) + self._head
+            self._tail = bytearray(merged_tail)
+            self._spilled = False
+            self._head_cap = self._head_limit
 
     def render(self, marker: str = _shared.DEFAULT_MARKER) -> bytes:
         """Head, then ``marker`` if bytes were dropped, then tail."""
@@ -144,8 +214,9 @@ class HeadTailBuffer:
     def snapshot(self) -> bytes:
         """A versioned, checksummed copy of the state, for ``restore()``."""
         with self._lock:
+            self._check_resident()
             state = _shared.SnapshotState(
-                self._head_cap,
+                self._head_limit,
                 self._tail_cap,
                 self._total,
                 self._sealed,
@@ -179,11 +250,10 @@ class HeadTailBuffer:
         return object.__sizeof__(self) + sys.getsizeof(self._head) + sys.getsizeof(self._tail)
 
     def __repr__(self) -> str:
-        head, tail, total = self._parts()
         return (
-            f"<HeadTailBuffer head={self._head_cap} tail={self._tail_cap} "
-            f"total={total} held={len(head) + len(tail)}"
-            f"{' sealed' if self._sealed else ''}>"
+            f"<HeadTailBuffer head={self._head_limit} tail={self._tail_cap} "
+            f"total={self._total} held={len(self)}"
+            f"{' sealed' if self._sealed else ''}{' spilled' if self._spilled else ''}>"
         )
 
 

@@ -14,7 +14,7 @@ import struct
 import zlib
 from typing import NamedTuple, NoReturn
 
-from journal.errors import CorruptSnapshot, StreamSealed
+from journal.errors import CorruptSnapshot, StreamSealed, StreamSpilled
 
 #: What ``render()`` and ``text()`` put between head and tail when bytes were
 #: dropped.  ``{dropped}`` is replaced by the number of bytes left out.
@@ -73,6 +73,24 @@ def sealed_error() -> StreamSealed:
         "this stream is sealed (its task has ended) and takes no more data; "
         "send all output before completing the task"
     )
+
+
+def spilled_error() -> StreamSpilled:
+    return StreamSpilled(
+        "this buffer's older bytes were spilled to the store; read the stream "
+        "through the journal (TaskJournal.get), which merges them back"
+    )
+
+
+def spill_base(snapshot: object, head_capacity: int, tail_capacity: int) -> SnapshotState:
+    """Decode the snapshot ``unspill()`` was given and check it fits."""
+    state = decode_snapshot(snapshot)
+    if (state.head_capacity, state.tail_capacity) != (head_capacity, tail_capacity):
+        raise CorruptSnapshot(
+            f"cannot unspill a snapshot of a {state.head_capacity}+{state.tail_capacity} "
+            f"buffer into a {head_capacity}+{tail_capacity} one"
+        )
+    return state
 
 
 def format_marker(marker: str, dropped: int) -> str:

@@ -20,6 +20,7 @@ __all__ = [
     "JournalError",
     "ResultExpired",
     "StreamSealed",
+    "StreamSpilled",
     "TaskLost",
     "UnknownTask",
     "WaitTimeout",
@@ -34,6 +35,14 @@ class StreamSealed(JournalError):
     """An append reached a stream that was sealed (its task has ended).
 
     Everything appended before the seal is kept; the rejected chunk is not.
+    """
+
+
+class StreamSpilled(JournalError):
+    """A read of a buffer whose older part was spilled to the store.
+
+    Appends keep working while a buffer is spilled; to read it, go through
+    the journal (``TaskJournal.get``), which merges the spilled part back.
     """
 
 
