@@ -59,16 +59,24 @@ def clock():
     return FakeClock()
 
 
+@pytest.fixture(params=["memory", "sqlite"])
+def store_url(request, tmp_path):
+    """A fresh store of each kind: every journal test runs on all of them."""
+    if request.param == "memory":
+        return "memory://"
+    return f"sqlite:///{tmp_path / 'journal.db'}"
+
+
 @pytest.fixture
-def make_journal(buffer_cls, clock):
+def make_journal(buffer_cls, clock, store_url):
     """Build TaskJournals on the fake clock, with the sweeper off (tests call
-    sweep() when time has moved), using this run's buffer implementation;
-    every journal is closed at the end of the test."""
+    sweep() when time has moved), on this run's store and buffer
+    implementation; every journal is closed at the end of the test."""
     from journal import JournalConfig, TaskJournal
 
     opened = []
 
-    def make(store_url="memory://", **config):
+    def make(store_url=store_url, **config):
         config.setdefault("sweep_interval", 0)
         journal = TaskJournal(
             store_url, config=JournalConfig(**config), clock=clock, buffer_class=buffer_cls
@@ -79,6 +87,11 @@ def make_journal(buffer_cls, clock):
     yield make
     for journal in opened:
         journal.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'journal.db'}"
 
 
 @pytest.fixture

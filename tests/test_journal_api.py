@@ -203,7 +203,7 @@ def test_close_and_context_manager(buffer_cls):
 
     with TaskJournal(config=JournalConfig(sweep_interval=0.01), buffer_class=buffer_cls) as journal:
         journal.register("t", "n")
-        sweeper = journal._sweeper._thread
+        sweeper = journal._maintenance.thread
         assert sweeper.is_alive()
     assert not sweeper.is_alive()
     with pytest.raises(JournalClosed):

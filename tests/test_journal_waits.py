@@ -175,7 +175,6 @@ def test_results_are_kept_for_the_ttl_then_expire(make_journal, clock):
     assert journal.sweep()["tombstones_forgotten"] == 1
     with pytest.raises(UnknownTask):
         journal.get("t")
-    assert journal.stats()["tombstones"] == 0
 
 
 def test_an_expired_id_can_be_registered_again(make_journal, clock):

@@ -19,6 +19,9 @@ __all__ = [
     "JournalClosed",
     "JournalError",
     "ResultExpired",
+    "StoreCorrupt",
+    "StoreError",
+    "StoreLocked",
     "StreamSealed",
     "StreamSpilled",
     "TaskLost",
@@ -97,3 +100,19 @@ class WaitTimeout(JournalError, TimeoutError):
 
 class JournalClosed(JournalError):
     """The journal was closed; open a new one."""
+
+
+class StoreError(JournalError):
+    """The store could not make a change; the change was not made.
+
+    The journal's state is left as it was before the call, so the call can
+    simply be retried.
+    """
+
+
+class StoreCorrupt(StoreError):
+    """The store file is damaged, foreign or too new; it was left untouched."""
+
+
+class StoreLocked(StoreError):
+    """Another TaskJournal already owns this store file."""

@@ -1,4 +1,4 @@
-"""TaskJournal: task lifecycle, stream handles, result hooks, retention."""
+"""TaskJournal: task lifecycle, stream handles, result hooks, durability."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import asyncio
 import logging
 import threading
 import time
-import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from types import MappingProxyType
 from typing import Any, Optional
 
+from journal._background import Maintenance
+from journal._task import AsyncWaiter, Task, describe, final_record, wake
 from journal.buffer import HeadTailBuffer
 from journal.config import JournalConfig
 from journal.errors import (
@@ -19,15 +20,15 @@ from journal.errors import (
     InvalidTransition,
     JournalClosed,
     ResultExpired,
+    StoreError,
     StreamSealed,
-    TaskLost,
     UnknownTask,
     WaitTimeout,
 )
 from journal.lifecycle import TaskStatus, check_transition
 from journal.records import FollowChunk, Result, StreamView, TaskRecord
 from journal.registry import ShardedRegistry
-from journal.store import TaskRow, open_store
+from journal.store import StoredTask, TaskRow, open_store
 from journal.validation import (
     check_deadline,
     check_id,
@@ -42,69 +43,6 @@ __all__ = ["TaskJournal"]
 log = logging.getLogger("journal")
 
 
-class _Task:
-    """The journal's working state of one task; changed under its shard lock."""
-
-    __slots__ = (
-        "task_id", "node_id", "status", "meta_json", "result", "error",
-        "created_at", "updated_at", "finished_at", "deadline", "detached_until",
-        "streams", "done", "async_waiters", "seen_total",
-    )
-
-    def __init__(self, row: TaskRow) -> None:
-        self.task_id = row.task_id
-        self.node_id = row.node_id
-        self.status = TaskStatus(row.status)
-        self.meta_json = row.meta_json
-        self.result = row.result
-        self.error = row.error
-        self.created_at = row.created_at
-        self.updated_at = row.updated_at
-        self.finished_at = row.finished_at
-        self.deadline = row.deadline
-        #: Set after a restart until the node re-attaches: when it turns LOST.
-        self.detached_until: Optional[float] = None
-        self.streams: dict[str, HeadTailBuffer] = {}
-        #: Made by the first sync waiter (most tasks never have one) and set
-        #: at the terminal transition.
-        self.done: Optional[threading.Event] = None
-        self.async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-        #: Sum of the streams' totals at the last sweep: growth means alive.
-        self.seen_total = 0
-
-    def row(self, **changes: Any) -> TaskRow:
-        row = TaskRow(
-            self.task_id, self.node_id, self.status.value, self.meta_json, self.result,
-            self.error, self.created_at, self.updated_at, self.finished_at, self.deadline,
-        )
-        return row._replace(**changes) if changes else row
-
-    def written(self) -> int:
-        return sum(buf.total for buf in list(self.streams.values()))
-
-    def record(self) -> TaskRecord:
-        return TaskRecord(
-            task_id=self.task_id,
-            node_id=self.node_id,
-            status=self.status,
-            result=decode_result(self.result),
-            error=self.error,
-            meta=decode_result(self.meta_json),
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-            finished_at=self.finished_at,
-            deadline=self.deadline,
-            detached=self.detached_until is not None,
-            streams=MappingProxyType(
-                {name: _view(name, buf) for name, buf in list(self.streams.items())}
-            ),
-        )
-
-
-def _view(name: str, buf: HeadTailBuffer) -> StreamView:
-    return StreamView(name, *buf.parts())
-
-
 class TaskJournal:
     """Tracks tasks sent to remote nodes, their output streams and results.
 
@@ -114,8 +52,8 @@ class TaskJournal:
 
     Every waiter gets a final answer: a terminal record, or WaitTimeout,
     TaskLost, ResultExpired or UnknownTask.  Deadlines, node leases and
-    result retention are enforced by :meth:`sweep`, which a background timer
-    calls every ``config.sweep_interval`` seconds.
+    result retention are enforced by :meth:`sweep`, stream data is written to
+    a durable store by :meth:`checkpoint`; a background thread calls both.
     """
 
     def __init__(
@@ -128,6 +66,11 @@ class TaskJournal:
     ) -> None:
         """Open a journal on ``store_url`` (default ``config.store_url``).
 
+        On a durable store, every task that was in flight when the last
+        process stopped comes back *detached*: listed by :meth:`in_flight`,
+        its streams restored from their last checkpoint, and LOST unless its
+        node calls :meth:`reattach` within ``config.reattach_grace``.
+
         ``clock`` returns wall-clock seconds (default ``time.time``);
         ``buffer_class`` is the HeadTailBuffer implementation to use (default
         the one ``journal.buffer`` picked).
@@ -137,17 +80,28 @@ class TaskJournal:
             raise InvalidArgument(f"config must be a JournalConfig, got {config!r}")
         self._clock = clock or time.time
         self._buffer_class = buffer_class or HeadTailBuffer
-        self._tasks: ShardedRegistry[_Task] = ShardedRegistry(self.config.shards)
-        #: Expired task id -> wall-clock time after which it may be forgotten.
-        self._tombstones: dict[str, float] = {}
-        self._tombstone_lock = threading.Lock()
+        self._tasks: ShardedRegistry[Task] = ShardedRegistry(self.config.shards)
         #: Node id -> wall-clock time it was last known alive.
         self._node_seen: dict[str, float] = {}
         self._closed = False
+        self._store_errors = 0
+        self._last_store_error: Optional[str] = None
         self._store = open_store(store_url or self.config.store_url)
-        self._sweeper: Optional[_Sweeper] = None
-        if self.config.sweep_interval:
-            self._sweeper = _Sweeper(self, self.config.sweep_interval)
+        if self.config.memory_budget is not None and not self._store.durable:
+            self._store.close()
+            raise InvalidArgument(
+                f"memory_budget needs a durable store to spill to; {self._store.url} keeps "
+                "everything in memory: use sqlite:///path/journal.db, or no budget"
+            )
+        try:
+            self.recovered = self._recover()
+        except BaseException:
+            self._store.close()
+            raise
+        self._maintenance: Optional[Maintenance] = None
+        checkpoint_every = self.config.checkpoint_interval if self._store.durable else 0.0
+        if self.config.sweep_interval or checkpoint_every:
+            self._maintenance = Maintenance(self, self.config.sweep_interval, checkpoint_every)
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> TaskJournal:
@@ -157,6 +111,24 @@ class TaskJournal:
     @property
     def store_url(self) -> str:
         return self._store.url
+
+    def _recover(self) -> int:
+        stored = self._store.load_in_flight()
+        until = self._clock() + self.config.reattach_grace
+        for item in stored:
+            task = self._revive(item)
+            task.detached_until = until
+            self._tasks.shard(task.task_id).entries[task.task_id] = task
+        return len(stored)
+
+    def _revive(self, item: StoredTask) -> Task:
+        task = Task(item.row)
+        for name, snapshot in item.streams.items():
+            buf = self._buffer_class.restore(snapshot)
+            task.streams[name] = buf
+            task.checkpointed[name] = buf.total
+        task.seen_total = task.written()
+        return task
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -178,27 +150,26 @@ class TaskJournal:
         meta_json = encode_json("meta", task_id, meta)
         relative = check_deadline(task_id, deadline)
         now = self._clock()
-        task = _Task(
+        task = Task(
             TaskRow(
-                task_id=task_id, node_id=node_id, status=TaskStatus.PENDING.value,
-                meta_json=meta_json, result=None, error=None, created_at=now,
-                updated_at=now, finished_at=None,
-                deadline=None if relative is None else now + relative,
+                task_id, node_id, TaskStatus.PENDING.value, meta_json, None, None, now, now,
+                None, None if relative is None else now + relative,
             )
         )
         shard = self._tasks.shard(task_id)
         with shard.lock:
-            if task_id in shard.entries:
+            held = shard.entries.get(task_id)
+            if held is not None:
                 raise DuplicateTask(
-                    f"task {task_id!r} is already registered (on node "
-                    f"{shard.entries[task_id].node_id!r}); use a new id for a new task"
+                    f"task {task_id!r} is already registered (on node {held.node_id!r}); "
+                    "use a new id for a new task"
                 )
-            self._store.put_task(task.row())
+            # Durable first; the store refuses ids it holds (finished tasks
+            # the registry let go of) with DuplicateTask too.
+            self._store.put_task(task.row(), new=True)
             shard.entries[task_id] = task
-        with self._tombstone_lock:
-            self._tombstones.pop(task_id, None)
         self._node_seen[node_id] = now
-        return task.record()
+        return self._record(task)
 
     def start(self, task_id: str) -> TaskRecord:
         """PENDING -> RUNNING; also renews the node's lease."""
@@ -211,11 +182,11 @@ class TaskJournal:
 
     def fail(self, task_id: str, error: object) -> TaskRecord:
         """-> FAILED; ``error`` is a message or an exception."""
-        return self._transition(task_id, TaskStatus.FAILED, error=_describe(error))
+        return self._transition(task_id, TaskStatus.FAILED, error=describe(error))
 
     def cancel(self, task_id: str, reason: Optional[str] = None) -> TaskRecord:
         """-> CANCELLED, with an optional reason."""
-        text = None if reason is None else _describe(reason)
+        text = None if reason is None else describe(reason)
         return self._transition(task_id, TaskStatus.CANCELLED, error=text)
 
     def _transition(self, task_id: str, target: TaskStatus, **changes: Any) -> TaskRecord:
@@ -223,34 +194,38 @@ class TaskJournal:
         task = self._require(task_id)
         shard = self._tasks.shard(task_id)
         now = self._clock()
+        waiters: list[AsyncWaiter] = []
         with shard.lock:
             check_transition(task_id, task.status, target)
+            if shard.entries.get(task_id) is not task:
+                raise InvalidTransition(f"task {task_id!r} is no longer held by this journal")
             if target.terminal:
                 changes["finished_at"] = now
+                self._unspill_all(task)
             row = task.row(status=target.value, updated_at=now, **changes)
-            # Durable first: if the store refuses, nothing has changed.
-            self._store.put_task(row)
+            # Durable first: if the store refuses, nothing has changed.  A
+            # terminal row goes with its streams' final state in one commit.
+            final = dict(task.streams) if target.terminal else None
+            totals = {name: buf.total for name, buf in task.streams.items()}
+            self._store.put_task(row, final)
             task.status = target
+            task.updated_at = now
             for name in ("result", "error", "finished_at"):
                 if name in changes:
                     setattr(task, name, changes[name])
-            task.updated_at = now
             if target.terminal:
+                task.checkpointed.update(totals)
                 task.detached_until = None
-                waiters = self._seal(task)
+                for buf in task.streams.values():
+                    buf.seal()
+                waiters, task.async_waiters = task.async_waiters, []
         if target.terminal:
-            _wake(task, waiters)
+            # Appends that raced the seal are kept too: one more checkpoint.
+            self._checkpoint_tasks([task])
+            wake(task, waiters)
         else:
             self._node_seen[task.node_id] = now
-        return task.record()
-
-    def _seal(self, task: _Task) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]:
-        """Close a finished task's streams and keep their final state."""
-        for buf in task.streams.values():
-            buf.seal()
-        self._store.put_streams(task.task_id, task.streams)
-        waiters, task.async_waiters = task.async_waiters, []
-        return waiters
+        return self._record(task)
 
     # -- streams -----------------------------------------------------------
 
@@ -259,9 +234,9 @@ class TaskJournal:
 
         The handle is the stream's buffer itself: ``handle.append(chunk)``
         is one call into compiled code, with no lookup and no lock, safe from
-        any thread.  It stays valid for the task's whole life; once the task
-        ends, appends raise StreamSealed.  Limits come from
-        ``config.limits_for(name)``.
+        any thread.  It stays valid for the task's whole life, through
+        checkpoints and spills; once the task ends, appends raise
+        StreamSealed.  Limits come from ``config.limits_for(name)``.
         """
         task = self._require(task_id)
         buf = task.streams.get(name)
@@ -278,6 +253,7 @@ class TaskJournal:
                     )
                 buf = self._buffer_class(*self.config.limits_for(name))
                 task.streams[name] = buf
+                task.checkpointed.setdefault(name, 0)
         return buf
 
     async def follow(
@@ -301,6 +277,8 @@ class TaskJournal:
                     if task.status.terminal:
                         return
                 else:
+                    if buf.spilled:
+                        self._unspill(task)
                     # Read the seal before the data: if it was sealed, this
                     # read is the last one.
                     sealed = buf.sealed
@@ -327,14 +305,15 @@ class TaskJournal:
         task = self._require(task_id)
         seconds = check_timeout(task_id, timeout)
         with self._tasks.shard(task_id).lock:
-            if task.status.terminal:
-                return _final(task)
-            if task.done is None:
-                task.done = threading.Event()
-            done = task.done
-        if not done.wait(seconds):
+            if not task.status.terminal:
+                if task.done is None:
+                    task.done = threading.Event()
+                done = task.done
+            else:
+                done = None
+        if done is not None and not done.wait(seconds):
             raise self._timeout(task, seconds)
-        return _final(task)
+        return final_record(self._record(task))
 
     async def wait_async(self, task_id: str, timeout: Optional[float] = None) -> TaskRecord:
         """``wait`` for asyncio: the event loop is never blocked."""
@@ -349,10 +328,10 @@ class TaskJournal:
                 raise self._timeout(task, seconds) from None
             finally:
                 self._remove_async_waiter(task, loop, done)
-        return _final(task)
+        return final_record(self._record(task))
 
     def _add_async_waiter(
-        self, task: _Task, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
+        self, task: Task, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
     ) -> bool:
         """Register a future to resolve when the task ends; False if it has."""
         with self._tasks.shard(task.task_id).lock:
@@ -363,7 +342,7 @@ class TaskJournal:
             return True
 
     def _remove_async_waiter(
-        self, task: _Task, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
+        self, task: Task, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
     ) -> None:
         with self._tasks.shard(task.task_id).lock:
             try:
@@ -371,7 +350,7 @@ class TaskJournal:
             except ValueError:
                 pass
 
-    def _timeout(self, task: _Task, seconds: Optional[float]) -> WaitTimeout:
+    def _timeout(self, task: Task, seconds: Optional[float]) -> WaitTimeout:
         return WaitTimeout(
             f"task {task.task_id!r} on node {task.node_id!r} is still {task.status.name} "
             f"after {seconds:g} s; wait again, or cancel it"
@@ -381,36 +360,64 @@ class TaskJournal:
 
     def get(self, task_id: str) -> TaskRecord:
         """An immutable snapshot of the task, its result and its streams."""
-        return self._require(task_id).record()
+        return self._record(self._require(task_id))
 
     def in_flight(self) -> list[TaskRecord]:
         """Every task not yet in a terminal state, oldest first."""
         tasks = [t for t in self._tasks.values() if not t.status.terminal]
-        return [t.record() for t in sorted(tasks, key=lambda t: t.created_at)]
+        return [self._record(t) for t in sorted(tasks, key=lambda t: t.created_at)]
+
+    def list(
+        self, status: Optional[TaskStatus] = None, node_id: Optional[str] = None, limit: Optional[int] = None
+    ) -> list[TaskRecord]:
+        """Records of the tasks the journal holds, newest first, without streams."""
+        value = None if status is None else TaskStatus(status).value
+        return [
+            _record_from_row(row, {})
+            for row in self._store.list_tasks(status=value, node_id=node_id, limit=limit)
+        ]
 
     def stats(self) -> dict[str, Any]:
-        """Counts by status and the bytes the streams hold and dropped."""
+        """Counts by status, and the bytes the streams hold, dropped and spilled.
+
+        ``bytes_resident`` is stream data in memory (what ``memory_budget``
+        bounds), ``bytes_spilled`` kept only in the store;
+        ``bytes_checkpointed`` of ``bytes_written`` are durable.
+        """
         by_status = {status.value: 0 for status in TaskStatus}
-        streams = held = dropped = written = 0
+        by_status.update(self._store.count_by_status())
+        streams = resident = held = dropped = written = checkpointed = 0
         for task in self._tasks.values():
-            by_status[task.status.value] += 1
-            for buf in list(task.streams.values()):
+            for name, buf in list(task.streams.items()):
                 streams += 1
-                held += len(buf)
-                dropped += buf.dropped
-                written += buf.total
-        with self._tombstone_lock:
-            tombstones = len(self._tombstones)
+                total = buf.total
+                lost = buf.dropped
+                resident += len(buf)
+                held += total - lost
+                dropped += lost
+                written += total
+                checkpointed += min(task.checkpointed.get(name, 0), total)
         return {
             "tasks": sum(by_status.values()),
             "by_status": by_status,
+            "tasks_in_memory": len(self._tasks),
             "streams": streams,
             "bytes_held": held,
+            "bytes_resident": resident,
+            "bytes_spilled": held - resident,
             "bytes_dropped": dropped,
             "bytes_written": written,
-            "tombstones": tombstones,
+            "bytes_checkpointed": checkpointed,
             "nodes": len(self._node_seen),
+            "store_errors": self._store_errors,
+            "last_store_error": self._last_store_error,
         }
+
+    def _record(self, task: Task) -> TaskRecord:
+        if any(buf.spilled for buf in list(task.streams.values())):
+            self._unspill(task)
+        views = {name: StreamView(name, *buf.parts()) for name, buf in list(task.streams.items())}
+        return _record_from_row(task.row(), views, detached=task.detached_until is not None)
 
     # -- nodes -------------------------------------------------------------
 
@@ -423,7 +430,9 @@ class TaskJournal:
         """A node reports it still runs ``task_id`` (after a hub restart).
 
         The task is no longer detached, runs on ``node_id`` from now on, and
-        the node's lease is renewed.
+        the node's lease is renewed.  Its streams carry on from their last
+        checkpoint: the node should resend what it sent after that (compare
+        ``get(task_id).streams[name].total`` with what it has sent).
         """
         self._check_open()
         check_id("node id", node_id)
@@ -440,9 +449,9 @@ class TaskJournal:
             task.updated_at = now
             task.detached_until = None
         self._node_seen[node_id] = now
-        return task.record()
+        return self._record(task)
 
-    # -- time-driven moves and retention ------------------------------------
+    # -- time-driven moves, retention, checkpoints, the memory budget -------
 
     def sweep(self) -> dict[str, int]:
         """Enforce deadlines, leases, reattach grace and result retention now.
@@ -453,11 +462,8 @@ class TaskJournal:
         now = self._clock()
         lease = self.config.lease_timeout
         counts = {"timed_out": 0, "lost": 0, "expired": 0, "tombstones_forgotten": 0}
-        expired: list[_Task] = []
         for task in self._tasks.values():
             if task.status.terminal:
-                if task.finished_at is not None and now >= task.finished_at + self.config.result_ttl:
-                    expired.append(task)
                 continue
             written = task.written()
             if written != task.seen_total:
@@ -474,52 +480,156 @@ class TaskJournal:
                 verdict = (TaskStatus.LOST, f"node {task.node_id!r} sent nothing for {lease:g} s")
             if verdict is not None and self._end_quietly(task, *verdict):
                 counts[verdict[0].value] += 1
-        counts["expired"] = self._expire(expired, now)
-        counts["tombstones_forgotten"] = self._forget_tombstones(now)
+        ttl = self.config.result_ttl
+        expired = self._store.expire_finished(cutoff=now - ttl, tombstone_until=now + ttl)
+        for task_id in expired:
+            shard = self._tasks.shard(task_id)
+            with shard.lock:
+                shard.entries.pop(task_id, None)
+        counts["expired"] = len(expired)
+        counts["tombstones_forgotten"] = self._store.forget_tombstones(now)
         return counts
 
-    def _end_quietly(self, task: _Task, status: TaskStatus, why: str) -> bool:
+    def _end_quietly(self, task: Task, status: TaskStatus, why: str) -> bool:
         try:
             self._transition(task.task_id, status, error=why)
         except (InvalidTransition, UnknownTask):
             return False  # it ended by itself meanwhile
         return True
 
-    def _expire(self, tasks: list[_Task], now: float) -> int:
-        if not tasks:
+    def checkpoint(self) -> int:
+        """Write every stream that changed since its last checkpoint; then,
+        with a ``memory_budget``, move idle data out of memory.
+
+        Returns how many streams were written.  A store error is logged and
+        counted in ``stats()``; the data stays in memory and the next
+        checkpoint tries again.
+        """
+        if not self._store.durable:
             return 0
-        until = now + self.config.result_ttl
-        removed = []
+        written = self._checkpoint_tasks(list(self._tasks.values()))
+        if self.config.memory_budget is not None:
+            self._enforce_budget(self.config.memory_budget)
+        return written
+
+    def _checkpoint_tasks(self, tasks: list[Task]) -> int:
+        if not self._store.durable:
+            return 0
+        items, totals = [], []
         for task in tasks:
+            for name, buf in list(task.streams.items()):
+                total = buf.total
+                if total == task.checkpointed.get(name, 0):
+                    continue
+                if buf.spilled:
+                    self._unspill(task)
+                items.append((task.task_id, name, buf.snapshot()))
+                totals.append((task, name, total))
+        if not items:
+            return 0
+        if not self._store_call(self._store.put_streams, items):
+            return 0
+        for task, name, total in totals:
+            task.checkpointed[name] = max(task.checkpointed.get(name, 0), total)
+        return len(items)
+
+    def _enforce_budget(self, budget: int) -> None:
+        """Bring resident stream bytes under ``budget``: first let go of
+        finished tasks (their final state is in the store), then spill the
+        buffers of running tasks that appended nothing since the last pass,
+        longest idle first."""
+        tasks = list(self._tasks.values())
+        resident = 0
+        for task in tasks:
+            written = task.written()
+            task.idle_passes = task.idle_passes + 1 if written == task.seen_total else 0
+            task.seen_total = written
+            resident += sum(len(buf) for buf in list(task.streams.values()))
+        if resident <= budget:
+            return
+        finished = sorted((t for t in tasks if t.status.terminal), key=lambda t: t.finished_at or 0)
+        for task in finished:
+            if resident <= budget:
+                return
+            if any(task.checkpointed.get(n, 0) != b.total for n, b in task.streams.items()):
+                continue  # its final checkpoint has not landed yet
             shard = self._tasks.shard(task.task_id)
             with shard.lock:
                 if shard.entries.get(task.task_id) is task:
                     del shard.entries[task.task_id]
-                    removed.append(task.task_id)
-        self._store.expire(removed, until)
-        with self._tombstone_lock:
-            for task_id in removed:
-                self._tombstones[task_id] = until
-        return len(removed)
+                    resident -= sum(len(buf) for buf in task.streams.values())
+        idle = sorted(
+            (t for t in tasks if not t.status.terminal and t.idle_passes > 0),
+            key=lambda t: -t.idle_passes,
+        )
+        for task in idle:
+            if resident <= budget:
+                return
+            resident -= self._spill(task)
 
-    def _forget_tombstones(self, now: float) -> int:
-        with self._tombstone_lock:
-            old = [task_id for task_id, until in self._tombstones.items() if now >= until]
-            for task_id in old:
-                del self._tombstones[task_id]
-        if old:
-            self._store.forget_tombstones(now)
-        return len(old)
+    def _spill(self, task: Task) -> int:
+        """Move a task's resident stream data to the store; return the bytes freed."""
+        with self._tasks.shard(task.task_id).lock:
+            if task.status.terminal:
+                return 0
+            spilled = []
+            for name, buf in task.streams.items():
+                if not buf.spilled and len(buf):
+                    size = len(buf)
+                    spilled.append((name, buf, buf.spill(), size))
+            if not spilled:
+                return 0
+            items = [(task.task_id, name, snapshot) for name, _, snapshot, _ in spilled]
+            if not self._store_call(self._store.put_streams, items):
+                for _, buf, snapshot, _ in spilled:
+                    buf.unspill(snapshot)
+                return 0
+            for name, buf, snapshot, _ in spilled:
+                task.checkpointed[name] = max(task.checkpointed.get(name, 0), buf.total - len(buf))
+        return sum(size for *_, size in spilled)
+
+    def _unspill(self, task: Task) -> None:
+        with self._tasks.shard(task.task_id).lock:
+            self._unspill_all(task)
+
+    def _unspill_all(self, task: Task) -> None:
+        """Merge spilled streams back into memory; hold the shard lock."""
+        for name, buf in task.streams.items():
+            if buf.spilled:
+                snapshot = self._store.get_stream(task.task_id, name)
+                if snapshot is None:
+                    raise StoreError(
+                        f"task {task.task_id!r}: the spilled part of stream {name!r} is "
+                        "missing from the store"
+                    )
+                buf.unspill(snapshot)
+
+    def _store_call(self, call: Callable[..., None], *args: Any) -> bool:
+        try:
+            call(*args)
+        except StoreError as exc:
+            self._store_errors += 1
+            self._last_store_error = str(exc)
+            log.warning("journal store write failed, will retry: %s", exc)
+            return False
+        return True
 
     # -- plumbing ----------------------------------------------------------
 
-    def _require(self, task_id: str) -> _Task:
+    def _require(self, task_id: str) -> Task:
         task = self._tasks.get(task_id) if isinstance(task_id, str) else None
         if task is not None:
             return task
         if not isinstance(task_id, str):
             raise InvalidArgument(f"task id must be a str, got {type(task_id).__name__}")
-        if task_id in self._tombstones:
+        stored = self._store.get(task_id)
+        if stored is not None:
+            # A finished task the registry let go of: read it from the store.
+            task = self._revive(stored)
+            for buf in task.streams.values():
+                buf.seal()
+            return task
+        if self._store.tombstoned(task_id):
             raise ResultExpired(
                 f"task {task_id!r} finished and its result expired after "
                 f"result_ttl={self.config.result_ttl:g} s; raise result_ttl to keep results longer"
@@ -533,19 +643,22 @@ class TaskJournal:
         if self._closed:
             raise JournalClosed("this TaskJournal is closed; open a new one")
 
-    def iter_tasks(self) -> Iterator[TaskRecord]:
-        """Records of every task the journal holds, in no particular order."""
-        for task in self._tasks.values():
-            yield task.record()
+    def check(self) -> list[str]:
+        """The store's integrity problems; an empty list means sound."""
+        return self._store.check()
 
     def close(self) -> None:
-        """Stop the background timer and close the store.  Idempotent."""
+        """Stop the background thread, write a last checkpoint, close the
+        store.  Idempotent."""
         if self._closed:
             return
         self._closed = True
-        if self._sweeper is not None:
-            self._sweeper.stop()
-        self._store.close()
+        if self._maintenance is not None:
+            self._maintenance.stop()
+        try:
+            self._checkpoint_tasks(list(self._tasks.values()))
+        finally:
+            self._store.close()
 
     def __enter__(self) -> TaskJournal:
         return self
@@ -554,67 +667,21 @@ class TaskJournal:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<TaskJournal {self.store_url} tasks={len(self._tasks)}>"
+        return f"<TaskJournal {self.store_url} tasks in memory={len(self._tasks)}>"
 
 
-def _final(task: _Task) -> TaskRecord:
-    record = task.record()
-    if record.status is TaskStatus.LOST:
-        raise TaskLost(
-            f"task {task.task_id!r} was lost: {record.error}; resubmit it to another node",
-            record,
-        )
-    return record
-
-
-def _wake(task: _Task, waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
-    if task.done is not None:
-        task.done.set()
-    for loop, future in waiters:
-        try:
-            loop.call_soon_threadsafe(_resolve, future)
-        except RuntimeError:
-            pass  # that event loop is closed: nobody is waiting there any more
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _describe(error: object) -> str:
-    if isinstance(error, BaseException):
-        return f"{type(error).__name__}: {error}"
-    return str(error)
-
-
-class _Sweeper:
-    """The background timer that calls ``TaskJournal.sweep``."""
-
-    def __init__(self, journal: TaskJournal, interval: float) -> None:
-        self._stop = threading.Event()
-        # A weak reference, so that a journal nobody closed can still be
-        # collected; the timer then ends by itself.
-        self._thread = threading.Thread(
-            target=self._run,
-            args=(weakref.ref(journal), interval),
-            name="journal-sweeper",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def _run(self, journal_ref: weakref.ref[TaskJournal], interval: float) -> None:
-        while not self._stop.wait(interval):
-            journal = journal_ref()
-            if journal is None:
-                return
-            try:
-                journal.sweep()
-            except Exception:  # noqa: BLE001 - the timer must outlive one bad sweep
-                log.exception("journal sweep failed; retrying in %.1f s", interval)
-            del journal
-
-    def stop(self) -> None:
-        self._stop.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
+def _record_from_row(row: TaskRow, views: dict[str, StreamView], detached: bool = False) -> TaskRecord:
+    return TaskRecord(
+        task_id=row.task_id,
+        node_id=row.node_id,
+        status=TaskStatus(row.status),
+        result=decode_result(row.result),
+        error=row.error,
+        meta=decode_result(row.meta_json),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+        deadline=row.deadline,
+        detached=detached,
+        streams=MappingProxyType(views),
+    )

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 from journal.errors import InvalidArgument
-from journal.store.base import Store, StoredState, TaskRow
+from journal.store.base import Store, StoredTask, TaskRow
 from journal.store.memory import MemoryStore
 
-__all__ = ["Store", "StoredState", "TaskRow", "open_store"]
+__all__ = ["Store", "StoredTask", "TaskRow", "open_store"]
+
+SCHEMES = ("memory://", "sqlite:///path/journal.db")
 
 
-def open_store(url: str) -> Store:
-    """Open the store a URL names (``memory://``)."""
+def open_store(url: str, *, readonly: bool = False) -> Store:
+    """Open the store a URL names."""
     scheme, sep, _ = url.partition("://") if isinstance(url, str) else ("", "", "")
     if not sep:
-        raise InvalidArgument(f"a store URL looks like 'memory://', got {url!r}")
+        raise InvalidArgument(f"a store URL looks like {' or '.join(SCHEMES)}, got {url!r}")
     if scheme == "memory":
         return MemoryStore(url)
+    if scheme == "sqlite":
+        from journal.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url, readonly=readonly)
     raise InvalidArgument(
-        f"unsupported store URL {url!r}: this version of taskjournal knows memory://"
+        f"unsupported store URL {url!r}: this taskjournal knows {', '.join(SCHEMES)}"
     )

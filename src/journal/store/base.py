@@ -1,22 +1,22 @@
-"""The Store protocol: what the journal asks of a durable store.
+"""The Store protocol: what the journal asks of a store.
 
-The journal keeps its working state in memory (the registry) and mirrors it
-into a store so that it survives a restart.  A store never decides anything:
-it records rows and gives them back.  Every method that writes must be
-durable when it returns.
+The journal keeps live tasks in memory (the registry) and mirrors every
+change into its store.  A durable store is the truth after a restart, and
+holds finished tasks the journal has let go of to save memory.  A store never
+decides anything: it records rows and gives them back.  Every write is
+durable (for a durable store) when the call returns.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple, Optional, Protocol, Union
 
-__all__ = ["Snapshotable", "StoredState", "Store", "TaskRow"]
+__all__ = ["Snapshotable", "Store", "StoredTask", "TaskRow"]
 
 
 class TaskRow(NamedTuple):
-    """The durable form of one task (its streams are stored separately)."""
+    """The stored form of one task (its streams are stored separately)."""
 
     task_id: str
     node_id: str
@@ -31,15 +31,10 @@ class TaskRow(NamedTuple):
     deadline: Optional[float]
 
 
-@dataclasses.dataclass
-class StoredState:
-    """Everything a store holds, as read back when a journal opens it."""
-
-    tasks: list[TaskRow] = dataclasses.field(default_factory=list)
-    #: task id -> stream name -> buffer snapshot
-    streams: dict[str, dict[str, bytes]] = dataclasses.field(default_factory=dict)
-    #: expired task id -> wall-clock time its tombstone may be forgotten
-    tombstones: dict[str, float] = dataclasses.field(default_factory=dict)
+class StoredTask(NamedTuple):
+    row: TaskRow
+    #: stream name -> HeadTailBuffer snapshot
+    streams: dict[str, bytes]
 
 
 class Snapshotable(Protocol):
@@ -48,23 +43,45 @@ class Snapshotable(Protocol):
 
 class Store(Protocol):
     url: str
+    #: True if what is written survives the process.
+    durable: bool
 
-    def load(self) -> StoredState: ...
+    def load_in_flight(self) -> list[StoredTask]:
+        """Every task not yet finished, with its last stream checkpoints."""
 
-    def put_task(self, row: TaskRow) -> None:
-        """Insert or replace one task row."""
+    def get(self, task_id: str) -> Optional[StoredTask]: ...
 
-    def put_streams(self, task_id: str, streams: Mapping[str, Snapshotable]) -> None:
-        """Store ``snapshot()`` of each of these streams of one task.
+    def get_stream(self, task_id: str, name: str) -> Optional[bytes]: ...
 
-        The store takes the snapshots itself, so that a store that keeps
-        nothing pays nothing.
+    def tombstoned(self, task_id: str) -> bool:
+        """True if the task's result expired and its tombstone is still kept."""
+
+    def count_by_status(self) -> dict[str, int]: ...
+
+    def list_tasks(
+        self, status: Optional[str] = None, node_id: Optional[str] = None, limit: Optional[int] = None
+    ) -> list[TaskRow]:
+        """Rows, newest first."""
+
+    def put_task(
+        self, row: TaskRow, streams: Optional[Mapping[str, Snapshotable]] = None, *, new: bool = False
+    ) -> None:
+        """Write a task row and (in the same commit) snapshots of ``streams``.
+
+        ``new=True`` inserts: a task id the store already holds raises
+        DuplicateTask, and a tombstone of the id is cleared.
         """
 
-    def expire(self, task_ids: Iterable[str], tombstone_until: float) -> None:
-        """Delete these tasks and their streams, leaving tombstones."""
+    def put_streams(self, items: Iterable[tuple[str, str, bytes]]) -> None:
+        """Write ``(task_id, stream name, snapshot)`` triples in one commit."""
 
-    def forget_tombstones(self, now: float) -> None:
-        """Drop tombstones whose time has passed."""
+    def expire_finished(self, cutoff: float, tombstone_until: float) -> list[str]:
+        """Delete tasks finished at or before ``cutoff``, leaving tombstones."""
+
+    def forget_tombstones(self, now: float) -> int:
+        """Drop tombstones whose time has come; return how many."""
+
+    def check(self) -> list[str]:
+        """Integrity problems found; empty when sound."""
 
     def close(self) -> None: ...

@@ -1,0 +1,93 @@
+"""The journal's working state of one task, and how its waiters are woken."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Optional
+
+from journal.buffer import HeadTailBuffer
+from journal.errors import TaskLost
+from journal.lifecycle import TaskStatus
+from journal.store import TaskRow
+
+__all__ = ["AsyncWaiter", "Task", "describe", "final_record", "wake"]
+
+AsyncWaiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
+class Task:
+    """One task as the journal holds it; changed under its shard's lock."""
+
+    __slots__ = (
+        "task_id", "node_id", "status", "meta_json", "result", "error",
+        "created_at", "updated_at", "finished_at", "deadline", "detached_until",
+        "streams", "done", "async_waiters", "seen_total", "checkpointed",
+        "idle_passes",
+    )
+
+    def __init__(self, row: TaskRow) -> None:
+        self.task_id = row.task_id
+        self.node_id = row.node_id
+        self.status = TaskStatus(row.status)
+        self.meta_json = row.meta_json
+        self.result = row.result
+        self.error = row.error
+        self.created_at = row.created_at
+        self.updated_at = row.updated_at
+        self.finished_at = row.finished_at
+        self.deadline = row.deadline
+        #: Set after a restart until the node re-attaches: when it turns LOST.
+        self.detached_until: Optional[float] = None
+        self.streams: dict[str, HeadTailBuffer] = {}
+        #: Made by the first sync waiter (most tasks never have one) and set
+        #: at the terminal transition.
+        self.done: Optional[threading.Event] = None
+        self.async_waiters: list[AsyncWaiter] = []
+        #: Sum of the streams' totals at the last sweep: growth means alive.
+        self.seen_total = 0
+        #: Stream name -> total covered by its last durable checkpoint.
+        self.checkpointed: dict[str, int] = {}
+        #: Maintenance passes in a row that saw no append: the spill order.
+        self.idle_passes = 0
+
+    def row(self, **changes: Any) -> TaskRow:
+        row = TaskRow(
+            self.task_id, self.node_id, self.status.value, self.meta_json, self.result,
+            self.error, self.created_at, self.updated_at, self.finished_at, self.deadline,
+        )
+        return row._replace(**changes) if changes else row
+
+    def written(self) -> int:
+        return sum(buf.total for buf in list(self.streams.values()))
+
+
+def final_record(record: Any) -> Any:
+    """What a finished wait returns: the record, or TaskLost if it was lost."""
+    if record.status is TaskStatus.LOST:
+        raise TaskLost(
+            f"task {record.task_id!r} was lost: {record.error}; resubmit it to another node",
+            record,
+        )
+    return record
+
+
+def wake(task: Task, waiters: list[AsyncWaiter]) -> None:
+    if task.done is not None:
+        task.done.set()
+    for loop, future in waiters:
+        try:
+            loop.call_soon_threadsafe(_resolve, future)
+        except RuntimeError:
+            pass  # that event loop is closed: nobody is waiting there any more
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def describe(error: object) -> str:
+    if isinstance(error, BaseException):
+        return f"{type(error).__name__}: {error}"
+    return str(error)
