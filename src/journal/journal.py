@@ -164,10 +164,19 @@ class TaskJournal:
                     f"task {task_id!r} is already registered (on node {held.node_id!r}); "
                     "use a new id for a new task"
                 )
-            # Durable first; the store refuses ids it holds (finished tasks
-            # the registry let go of) with DuplicateTask too.
-            self._store.put_task(task.row(), new=True)
+            # Claim the id, then commit without the shard lock, so that the
+            # registrations of one shard share a group commit instead of
+            # queueing behind each other's.
             shard.entries[task_id] = task
+        try:
+            # The store refuses ids it holds (finished tasks the registry
+            # let go of) with DuplicateTask too.
+            self._store.put_task(task.row(), new=True)
+        except BaseException:
+            with shard.lock:
+                if shard.entries.get(task_id) is task:
+                    del shard.entries[task_id]
+            raise
         self._node_seen[node_id] = now
         return self._record(task)
 

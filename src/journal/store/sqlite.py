@@ -2,7 +2,7 @@
 
 What is safe when:
 
-* Every write goes through one writer thread that commits in groups: calls
+* Every write goes through one connection that commits in groups: calls
   made at the same time share one transaction, and none returns before the
   commit that holds its change.  With the default ``synchronous=full`` a
   commit is fsynced, so it survives a power cut; ``?synchronous=normal``
@@ -18,7 +18,6 @@ What is safe when:
 from __future__ import annotations
 
 import os
-import queue
 import sqlite3
 import sys
 import threading
@@ -62,6 +61,10 @@ _SCHEMA = (
         task_id TEXT PRIMARY KEY,
         until   REAL NOT NULL        -- when "expired" may become "unknown"
     )""",
+    # An id registered again is no longer "expired".
+    """CREATE TRIGGER tasks_clear_tombstone AFTER INSERT ON tasks BEGIN
+        DELETE FROM tombstones WHERE task_id = NEW.task_id;
+    END""",
 )
 _MIGRATIONS: dict[int, tuple[str, ...]] = {}
 
@@ -82,7 +85,7 @@ class SQLiteStore:
         self.readonly = readonly
         self._local = threading.local()
         self._lock_file: Optional[int] = None
-        self._writer: Optional[_GroupCommitWriter] = None
+        self._writer: Optional[_GroupCommit] = None
         if readonly:
             if not os.path.exists(self.path):
                 raise StoreCorrupt(f"{self.path}: no such journal file")
@@ -93,7 +96,7 @@ class SQLiteStore:
             created = self._create_if_missing()
             if not created:
                 self._check_file()
-            self._writer = _GroupCommitWriter(self._connect, self.path)
+            self._writer = _GroupCommit(self._connect())
         except BaseException:
             self._release_lock()
             raise
@@ -246,8 +249,6 @@ class SQLiteStore:
         new: bool = False,
     ) -> None:
         ops: list[_Op] = [(_INSERT_TASK if new else _UPSERT_TASK, tuple(row))]
-        if new:
-            ops.append(("DELETE FROM tombstones WHERE task_id = ?", (row.task_id,)))
         for name, buf in (streams or {}).items():
             ops.append((_UPSERT_STREAM, (row.task_id, name, buf.snapshot())))
         self._write(ops, task_id=row.task_id if new else None)
@@ -314,75 +315,71 @@ class SQLiteStore:
             self._lock_file = None
 
 
-class _GroupCommitWriter:
-    """One thread, one connection: every write of the store goes through it.
+class _GroupCommit:
+    """Every write of the store goes through here, on one connection.
 
-    Callers queue their statements and block; the thread takes everything
-    queued, runs it in one transaction and commits, then releases them all.
-    A batch that fails is retried one caller at a time, so one caller's bad
-    write never fails another's.
+    The first caller to arrive commits for everyone: it takes what is
+    queued, runs it in one transaction and commits, then does the same for
+    whatever queued up meanwhile, and wakes each caller once its commit is
+    done.  Calls made at the same time thus share one commit (one fsync),
+    and a lone caller pays no thread hand-off.  A batch that fails is
+    retried one caller at a time, so one caller's bad write never fails
+    another's.
     """
 
-    _STOP = object()
-    _MAX_BATCH = 512
-
-    def __init__(self, connect: Any, path: str) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._connect = connect
-        self._path = path
-        ready: queue.SimpleQueue[Optional[BaseException]] = queue.SimpleQueue()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready,), name=f"journal-writer:{os.path.basename(path)}", daemon=True
-        )
-        self._thread.start()
-        failure = ready.get()
-        if failure is not None:
-            raise _translate(failure, path)
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._queue_lock = threading.Lock()  # guards _queue and leadership
+        self._leader = threading.Lock()  # held by the caller committing
+        self._queue: list[list[Any]] = []
 
     def submit(self, ops: list[_Op]) -> Optional[BaseException]:
         """Run ``ops`` in a committed transaction; return the error, if any."""
         done = threading.Lock()
         done.acquire()
-        item = [ops, done, None]
-        self._queue.put(item)
-        done.acquire()  # released by the writer once the commit is on disk
+        item: list[Any] = [ops, done, None]
+        with self._queue_lock:
+            self._queue.append(item)
+            # Leadership is taken and given up only under _queue_lock, so
+            # an item queued while a leader exists is always seen by it.
+            leading = self._leader.acquire(blocking=False)
+        if not leading:
+            done.acquire()  # released by the leader once our commit is done
+            return item[2]
+        while True:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._leader.release()
+                    break
+            if self._commit(batch) is not None and len(batch) > 1:
+                for one in batch:
+                    self._commit([one])
+            for one in batch:
+                if one is not item:
+                    one[1].release()
         return item[2]
 
     def close(self) -> None:
-        self._queue.put(self._STOP)
-        self._thread.join()
+        with self._leader:
+            self._conn.close()
 
-    def _run(self, ready: queue.SimpleQueue[Optional[BaseException]]) -> None:
-        try:
-            conn = self._connect()
-        except BaseException as exc:  # noqa: BLE001 - handed to the opener
-            ready.put(exc)
-            return
-        ready.put(None)
-        stopping = False
-        while not stopping:
-            batch = [self._queue.get()]
-            while len(batch) < self._MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if any(item is self._STOP for item in batch):
-                stopping = True
-                batch = [item for item in batch if item is not self._STOP]
-            if batch and self._commit(conn, batch) is not None and len(batch) > 1:
-                for item in batch:
-                    self._commit(conn, [item])
-            for item in batch:
-                item[1].release()
-        conn.close()
-
-    def _commit(self, conn: sqlite3.Connection, batch: list[list[Any]]) -> Optional[BaseException]:
+    def _commit(self, batch: list[list[Any]]) -> Optional[BaseException]:
+        conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
+            # Runs of the same statement go through executemany, in order:
+            # a batch of registrations is one call, not one per task.
+            sql, run = None, []
             for ops, _, _ in batch:
-                for sql, params in ops:
-                    conn.execute(sql, params)
+                for op_sql, params in ops:
+                    if op_sql != sql and run:
+                        conn.executemany(sql, run)
+                        run = []
+                    sql = op_sql
+                    run.append(params)
+            if run:
+                conn.executemany(sql, run)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
