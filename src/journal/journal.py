@@ -545,8 +545,7 @@ class TaskJournal:
     def _enforce_budget(self, budget: int) -> None:
         """Bring resident stream bytes under ``budget``: first let go of
         finished tasks (their final state is in the store), then spill the
-        buffers of running tasks that appended nothing since the last pass,
-        longest idle first."""
+        buffers of running tasks, those idle the longest first."""
         tasks = list(self._tasks.values())
         resident = 0
         for task in tasks:
@@ -567,11 +566,12 @@ class TaskJournal:
                 if shard.entries.get(task.task_id) is task:
                     del shard.entries[task.task_id]
                     resident -= sum(len(buf) for buf in task.streams.values())
-        idle = sorted(
-            (t for t in tasks if not t.status.terminal and t.idle_passes > 0),
-            key=lambda t: -t.idle_passes,
+        # Then running tasks, least recently active first: a spilled buffer
+        # keeps taking appends, so even a busy one can go if it must.
+        running = sorted(
+            (t for t in tasks if not t.status.terminal), key=lambda t: -t.idle_passes
         )
-        for task in idle:
+        for task in running:
             if resident <= budget:
                 return
             resident -= self._spill(task)

@@ -1,0 +1,46 @@
+"""A hub process for the crash tests: it works a journal until it is killed.
+
+    python crash_child.py URL RUN IMPL
+
+Each acknowledgement line ("R id", "S id", "C id total") is printed only after
+the journal call it acknowledges has returned.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+
+from journal import JournalConfig, TaskJournal
+
+
+def line(task_id: str, number: int) -> bytes:
+    return f"{task_id} line {number:05d}\n".encode()
+
+
+def main() -> None:
+    url, run, impl = sys.argv[1], sys.argv[2], sys.argv[3]
+    if impl == "c":
+        from journal._buffer import HeadTailBuffer
+    else:
+        from journal._buffer_py import HeadTailBuffer
+    config = JournalConfig(head_bytes=300, tail_bytes=300, checkpoint_interval=0.02, sweep_interval=0)
+    journal = TaskJournal(url, config=config, buffer_class=HeadTailBuffer)
+    rng = random.Random(run)
+    for n in range(10_000):
+        task_id = f"{run}-{n}"
+        journal.register(task_id, f"node-{n % 3}")
+        print("R", task_id, flush=True)
+        journal.start(task_id)
+        print("S", task_id, flush=True)
+        out = journal.stream(task_id)
+        lines = rng.randrange(1, 200)
+        for number in range(lines):
+            out.append(line(task_id, number))
+        if rng.random() < 0.8:
+            journal.complete(task_id, {"n": n, "lines": lines})
+            print("C", task_id, out.total, flush=True)
+
+
+if __name__ == "__main__":
+    main()
