@@ -231,6 +231,8 @@ class TaskJournal:
         if target.terminal:
             # Appends that raced the seal are kept too: one more checkpoint.
             self._checkpoint_tasks([task])
+            if self.config.memory_budget is not None:
+                self._let_go(task)
             wake(task, waiters)
         else:
             self._node_seen[task.node_id] = now
@@ -544,8 +546,10 @@ class TaskJournal:
 
     def _enforce_budget(self, budget: int) -> None:
         """Bring resident stream bytes under ``budget``: first let go of
-        finished tasks (their final state is in the store), then spill the
-        buffers of running tasks, those idle the longest first."""
+        finished tasks (their final state is in the store; with a budget they
+        normally leave at their terminal transition, this catches those whose
+        last checkpoint failed then), then spill the buffers of running
+        tasks, those idle the longest first."""
         tasks = list(self._tasks.values())
         resident = 0
         for task in tasks:
@@ -555,17 +559,10 @@ class TaskJournal:
             resident += sum(len(buf) for buf in list(task.streams.values()))
         if resident <= budget:
             return
-        finished = sorted((t for t in tasks if t.status.terminal), key=lambda t: t.finished_at or 0)
-        for task in finished:
+        for task in sorted((t for t in tasks if t.status.terminal), key=lambda t: t.finished_at or 0):
             if resident <= budget:
                 return
-            if any(task.checkpointed.get(n, 0) != b.total for n, b in task.streams.items()):
-                continue  # its final checkpoint has not landed yet
-            shard = self._tasks.shard(task.task_id)
-            with shard.lock:
-                if shard.entries.get(task.task_id) is task:
-                    del shard.entries[task.task_id]
-                    resident -= sum(len(buf) for buf in task.streams.values())
+            resident -= self._let_go(task)
         # Then running tasks, least recently active first: a spilled buffer
         # keeps taking appends, so even a busy one can go if it must.
         running = sorted(
@@ -575,6 +572,20 @@ class TaskJournal:
             if resident <= budget:
                 return
             resident -= self._spill(task)
+
+    def _let_go(self, task: Task) -> int:
+        """Drop a finished task from memory once its final state is in the
+        store (reads then come from there); return the bytes freed."""
+        if not self._store.durable or any(
+            task.checkpointed.get(name, 0) != buf.total for name, buf in list(task.streams.items())
+        ):
+            return 0  # its final checkpoint has not landed yet: keep it
+        shard = self._tasks.shard(task.task_id)
+        with shard.lock:
+            if shard.entries.get(task.task_id) is not task:
+                return 0
+            del shard.entries[task.task_id]
+        return sum(len(buf) for buf in task.streams.values())
 
     def _spill(self, task: Task) -> int:
         """Move a task's resident stream data to the store; return the bytes freed."""
