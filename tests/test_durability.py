@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import sqlite3
 import stat
 
@@ -147,10 +148,10 @@ def test_another_applications_database_is_refused(sqlite_url):
     conn.execute("INSERT INTO accounts VALUES (1, 100.0)")
     conn.commit()
     conn.close()
-    before = open(path, "rb").read()
+    before = pathlib.Path(path).read_bytes()
     with pytest.raises(StoreCorrupt, match="another application"):
         TaskJournal(sqlite_url)
-    assert open(path, "rb").read() == before
+    assert pathlib.Path(path).read_bytes() == before
 
 
 def test_a_truncated_journal_is_refused(reopen, sqlite_url):
@@ -166,10 +167,10 @@ def test_a_truncated_journal_is_refused(reopen, sqlite_url):
     size = os.path.getsize(path)
     with open(path, "r+b") as handle:
         handle.truncate(size // 3)
-    truncated = open(path, "rb").read()
+    truncated = pathlib.Path(path).read_bytes()
     with pytest.raises(StoreCorrupt):
         TaskJournal(sqlite_url)
-    assert open(path, "rb").read() == truncated
+    assert pathlib.Path(path).read_bytes() == truncated
 
 
 def test_a_newer_schema_is_refused(reopen, sqlite_url):

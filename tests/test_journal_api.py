@@ -224,3 +224,15 @@ def test_from_env(monkeypatch):
 def test_bad_store_url():
     with pytest.raises(InvalidArgument, match="unsupported store URL"):
         TaskJournal("ftp://x")
+
+
+def test_list_tasks_newest_first_with_filters(journal, clock):
+    for n, node in enumerate(["a", "b", "a"]):
+        journal.register(f"t{n}", node)
+        clock.advance(1)
+    journal.complete("t1", None)
+    assert [r.task_id for r in journal.list_tasks()] == ["t2", "t1", "t0"]
+    assert [r.task_id for r in journal.list_tasks(node_id="a")] == ["t2", "t0"]
+    assert [r.task_id for r in journal.list_tasks(status=TaskStatus.COMPLETED)] == ["t1"]
+    assert [r.task_id for r in journal.list_tasks(limit=1)] == ["t2"]
+    assert journal.list_tasks()[0].streams == {}

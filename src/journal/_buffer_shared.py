@@ -260,6 +260,11 @@ def decode_snapshot(data: object) -> SnapshotState:
     )
 
 
+def snapshot_total(snapshot: bytes) -> int:
+    """The stream total a snapshot records, read from its header alone."""
+    return _HEADER.unpack_from(snapshot)[6]
+
+
 def _check_invariants(
     head_cap: int, tail_cap: int, total: int, head_len: int, tail_len: int
 ) -> None:

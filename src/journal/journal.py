@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import Any, Optional
 
 from journal._background import Maintenance
+from journal._buffer_shared import snapshot_total
 from journal._task import AsyncWaiter, Task, describe, final_record, wake
 from journal.buffer import HeadTailBuffer
 from journal.config import JournalConfig
@@ -378,7 +379,7 @@ class TaskJournal:
         tasks = [t for t in self._tasks.values() if not t.status.terminal]
         return [self._record(t) for t in sorted(tasks, key=lambda t: t.created_at)]
 
-    def list(
+    def list_tasks(
         self, status: Optional[TaskStatus] = None, node_id: Optional[str] = None, limit: Optional[int] = None
     ) -> list[TaskRecord]:
         """Records of the tasks the journal holds, newest first, without streams."""
@@ -604,8 +605,9 @@ class TaskJournal:
                 for _, buf, snapshot, _ in spilled:
                     buf.unspill(snapshot)
                 return 0
-            for name, buf, snapshot, _ in spilled:
-                task.checkpointed[name] = max(task.checkpointed.get(name, 0), buf.total - len(buf))
+            for name, _, snapshot, _ in spilled:
+                durable = snapshot_total(snapshot)
+                task.checkpointed[name] = max(task.checkpointed.get(name, 0), durable)
         return sum(size for *_, size in spilled)
 
     def _unspill(self, task: Task) -> None:

@@ -370,7 +370,8 @@ class _GroupCommit:
             conn.execute("BEGIN IMMEDIATE")
             # Runs of the same statement go through executemany, in order:
             # a batch of registrations is one call, not one per task.
-            sql, run = None, []
+            sql = ""
+            run: list[tuple[Any, ...]] = []
             for ops, _, _ in batch:
                 for op_sql, params in ops:
                     if op_sql != sql and run:
