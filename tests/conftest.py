@@ -67,16 +67,15 @@ def store_url(request, tmp_path):
     return f"sqlite:///{tmp_path / 'journal.db'}"
 
 
-@pytest.fixture
-def make_journal(buffer_cls, clock, store_url):
-    """Build TaskJournals on the fake clock, with the sweeper off (tests call
-    sweep() when time has moved), on this run's store and buffer
-    implementation; every journal is closed at the end of the test."""
+def _journal_factory(url, buffer_cls, clock):
+    """A function that opens TaskJournals on ``url`` with the fake clock and
+    the sweeper off (tests call sweep() when time has moved), and a list of
+    what it opened, for closing."""
     from journal import JournalConfig, TaskJournal
 
     opened = []
 
-    def make(store_url=store_url, **config):
+    def make(store_url=url, **config):
         config.setdefault("sweep_interval", 0)
         journal = TaskJournal(
             store_url, config=JournalConfig(**config), clock=clock, buffer_class=buffer_cls
@@ -84,6 +83,23 @@ def make_journal(buffer_cls, clock, store_url):
         opened.append(journal)
         return journal
 
+    return make, opened
+
+
+@pytest.fixture
+def make_journal(buffer_cls, clock, store_url):
+    """Journals on this run's store and buffer implementation; all closed
+    at the end of the test."""
+    make, opened = _journal_factory(store_url, buffer_cls, clock)
+    yield make
+    for journal in opened:
+        journal.close()
+
+
+@pytest.fixture
+def reopen(buffer_cls, clock, sqlite_url):
+    """Journals on one SQLite file, as successive hub processes would open it."""
+    make, opened = _journal_factory(sqlite_url, buffer_cls, clock)
     yield make
     for journal in opened:
         journal.close()

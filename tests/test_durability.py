@@ -12,7 +12,6 @@ import pytest
 from journal import (
     InvalidArgument,
     InvalidTransition,
-    JournalConfig,
     StoreCorrupt,
     StoreError,
     StoreLocked,
@@ -21,24 +20,6 @@ from journal import (
     TaskLost,
     TaskStatus,
 )
-
-
-@pytest.fixture
-def reopen(buffer_cls, clock, sqlite_url):
-    """Open journals on one SQLite file, as successive hub processes would."""
-    opened = []
-
-    def open_journal(**config):
-        config.setdefault("sweep_interval", 0)
-        journal = TaskJournal(
-            sqlite_url, config=JournalConfig(**config), clock=clock, buffer_class=buffer_cls
-        )
-        opened.append(journal)
-        return journal
-
-    yield open_journal
-    for journal in opened:
-        journal.close()
 
 
 def _path(url):
