@@ -41,6 +41,8 @@ from journal.validation import (
 
 __all__ = ["TaskJournal"]
 
+_NO_STREAMS: MappingProxyType[str, StreamView] = MappingProxyType({})
+
 log = logging.getLogger("journal")
 
 
@@ -179,7 +181,12 @@ class TaskJournal:
                     del shard.entries[task_id]
             raise
         self._node_seen[node_id] = now
-        return self._record(task)
+        # A new task has no streams and nothing to decode but its meta.
+        return TaskRecord(
+            task_id, node_id, TaskStatus.PENDING, None, None,
+            None if meta_json is None else decode_result(meta_json),
+            now, now, None, task.deadline, False, _NO_STREAMS,
+        )
 
     def start(self, task_id: str) -> TaskRecord:
         """PENDING -> RUNNING; also renews the node's lease."""
