@@ -49,6 +49,7 @@ def _run_and_kill(url, run, impl, delay):
     return [ack.split() for ack in acks if ack.endswith("\n")]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is a POSIX signal")
 @pytest.mark.parametrize("impl", [pytest.param("c", marks=pytest.mark.c_extension), "python"])
 def test_sigkill_loses_nothing_acknowledged(tmp_path, impl):
     url = f"sqlite:///{tmp_path / 'journal.db'}"

@@ -6,6 +6,7 @@ import os
 import pathlib
 import sqlite3
 import stat
+import sys
 
 import pytest
 
@@ -99,6 +100,7 @@ def test_a_second_process_cannot_open_the_same_file(reopen, sqlite_url):
         TaskJournal(sqlite_url)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
 def test_the_file_is_private(reopen, sqlite_url):
     reopen()
     mode = stat.S_IMODE(os.stat(_path(sqlite_url)).st_mode)
@@ -187,6 +189,22 @@ def test_hostile_ids_stay_inside_the_database(reopen, sqlite_url, tmp_path):
         assert again.get(task_id).streams["stdout"].render() == task_id.encode()
     with pytest.raises(InvalidArgument):
         again.register("a" * (1 << 20), "n")  # a 1 MB id is refused up front
+
+
+def test_a_read_only_open_sees_a_live_journal(reopen, sqlite_url):
+    from journal.store import open_store
+
+    journal = reopen()
+    journal.register("t", "n")
+    journal.complete("t", {"ok": True})
+    reader = open_store(sqlite_url, readonly=True)  # no lock: the owner stays open
+    try:
+        assert reader.get("t").row.status == "completed"
+        assert reader.count_by_status() == {"completed": 1}
+        with pytest.raises(StoreError, match="read-only"):
+            reader.put_streams([("t", "stdout", b"")])
+    finally:
+        reader.close()
 
 
 def test_finished_tasks_let_go_of_are_read_back_from_the_store(reopen):

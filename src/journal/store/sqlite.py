@@ -346,19 +346,36 @@ class _GroupCommit:
         if not leading:
             done.acquire()  # released by the leader once our commit is done
             return item[2]
-        while True:
+        batch: list[list[Any]] = []
+        try:
+            while True:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                    if not batch:
+                        self._leader.release()
+                        break
+                if self._commit(batch) is not None and len(batch) > 1:
+                    for one in batch:
+                        self._commit([one])
+                self._release(batch, item)
+        except BaseException as exc:
+            # Interrupted while committing for others (KeyboardInterrupt, a
+            # signal): fail them rather than leave them waiting forever.
             with self._queue_lock:
-                batch, self._queue = self._queue, []
-                if not batch:
-                    self._leader.release()
-                    break
-            if self._commit(batch) is not None and len(batch) > 1:
-                for one in batch:
-                    self._commit([one])
-            for one in batch:
-                if one is not item:
-                    one[1].release()
+                stranded, self._queue = batch + self._queue, []
+                self._leader.release()
+            for one in stranded:
+                if one[2] is None:
+                    one[2] = StoreError(f"the commit was interrupted ({exc!r}); retry it")
+            self._release(stranded, item)
+            raise
         return item[2]
+
+    @staticmethod
+    def _release(batch: list[list[Any]], own: list[Any]) -> None:
+        for one in batch:
+            if one is not own and one[1].locked():
+                one[1].release()
 
     def close(self) -> None:
         with self._leader:
