@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import queue
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional
@@ -325,56 +326,59 @@ class _GroupCommit:
     and a lone caller pays no thread hand-off.  A batch that fails is
     retried one caller at a time, so one caller's bad write never fails
     another's.
+
+    Nothing here takes a lock that another thread could be left waiting on
+    while its holder is switched out: under the GIL such locks turn many
+    writing threads into a convoy.  The queue is a SimpleQueue and the
+    leadership a non-blocking try.
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self._queue_lock = threading.Lock()  # guards _queue and leadership
         self._leader = threading.Lock()  # held by the caller committing
-        self._queue: list[list[Any]] = []
+        self._queue: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
 
     def submit(self, ops: list[_Op]) -> Optional[BaseException]:
         """Run ``ops`` in a committed transaction; return the error, if any."""
         done = threading.Lock()
         done.acquire()
         item: list[Any] = [ops, done, None]
-        with self._queue_lock:
-            self._queue.append(item)
-            # Leadership is taken and given up only under _queue_lock, so
-            # an item queued while a leader exists is always seen by it.
-            leading = self._leader.acquire(blocking=False)
-        if not leading:
-            done.acquire()  # released by the leader once our commit is done
-            return item[2]
-        batch: list[list[Any]] = []
-        try:
-            while True:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                    if not batch:
-                        self._leader.release()
-                        break
+        self._queue.put(item)
+        while self._leader.acquire(blocking=False):
+            try:
+                self._lead()
+            finally:
+                self._leader.release()
+            # An item queued after our last look, whose owner found us still
+            # leading, would wait forever: look again now that we are not.
+            if self._queue.empty():
+                break
+        done.acquire()  # released by whichever caller committed our item
+        return item[2]
+
+    def _lead(self) -> None:
+        while True:
+            batch: list[list[Any]] = []
+            try:
+                while len(batch) < 1024:
+                    batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                pass
+            if not batch:
+                return
+            try:
                 if self._commit(batch) is not None and len(batch) > 1:
                     for one in batch:
                         self._commit([one])
-                self._release(batch, item)
-        except BaseException as exc:
-            # Interrupted while committing for others (KeyboardInterrupt, a
-            # signal): fail them rather than leave them waiting forever.
-            with self._queue_lock:
-                stranded, self._queue = batch + self._queue, []
-                self._leader.release()
-            for one in stranded:
-                if one[2] is None:
-                    one[2] = StoreError(f"the commit was interrupted ({exc!r}); retry it")
-            self._release(stranded, item)
-            raise
-        return item[2]
-
-    @staticmethod
-    def _release(batch: list[list[Any]], own: list[Any]) -> None:
-        for one in batch:
-            if one is not own and one[1].locked():
+            except BaseException as exc:
+                # Interrupted (KeyboardInterrupt, a signal): fail this batch
+                # rather than leave its callers waiting forever.
+                for one in batch:
+                    if one[2] is None:
+                        one[2] = StoreError(f"the commit was interrupted ({exc!r}); retry it")
+                    one[1].release()
+                raise
+            for one in batch:
                 one[1].release()
 
     def close(self) -> None:
