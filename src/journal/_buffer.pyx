@@ -15,10 +15,11 @@ from cpython.bytes cimport (
     PyBytes_FromStringAndSize,
     PyBytes_GET_SIZE,
 )
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
-from libc.string cimport memcpy
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from libc.string cimport memchr, memcpy, memmove
 
 from journal import _buffer_shared as _shared
+from journal import _highlights as _hl
 
 __all__ = ["HeadTailBuffer"]
 
@@ -36,6 +37,298 @@ cdef inline Py_ssize_t _grown(Py_ssize_t allocated, Py_ssize_t needed,
     if size > capacity:
         size = capacity
     return size
+
+
+# ASCII case folding, the only folding patterns get (as bytes.lower()).
+cdef unsigned char _FOLD[256]
+for _i in range(256):
+    _FOLD[_i] = _i + 32 if 65 <= _i <= 90 else _i
+
+# Letters from most to least common in English text.  A pattern is looked
+# for by its rarest byte, so the scan stops to compare as seldom as it can.
+cdef bytes _LETTERS_BY_FREQUENCY = b"etaoinshrdlcumwfgypbvkjxqz"
+
+
+cdef int _rarity(unsigned char byte):
+    cdef int index
+    if byte == 32:
+        return 0
+    index = _LETTERS_BY_FREQUENCY.find(bytes([_FOLD[byte]]))
+    return 1 + index if index >= 0 else 14
+
+
+cdef inline bint _equal_folded(const unsigned char *data, const unsigned char *pattern,
+                               Py_ssize_t size) noexcept:
+    cdef Py_ssize_t i
+    for i in range(size):
+        if _FOLD[data[i]] != pattern[i]:
+            return False
+    return True
+
+
+cdef class _Scanner:
+    """The highlight scanner of the compiled buffer; see ``_scanner_py.Scanner``,
+    its twin, for what it does.  Called only from HeadTailBuffer methods that
+    run no Python code, so it needs no lock of its own."""
+
+    cdef readonly object rules
+    cdef tuple _patterns  # keeps the bytes _pattern points into alive
+    cdef const unsigned char *_pattern[32]
+    cdef Py_ssize_t _length[32]
+    cdef Py_ssize_t _anchor[32]  # index of each pattern's rarest byte
+    cdef unsigned int _anchor_mask[256]  # bit k: this byte folds to pattern k's anchor
+    cdef int _count
+    cdef Py_ssize_t _window_size, _limit, _budget
+    cdef readonly unsigned long long fed, head_lines, lines, skipped
+    cdef readonly bint head_done
+    cdef unsigned long long _line_start, _line_length
+    cdef bint _matched, _first_closed
+    cdef unsigned char *_carry  # the current line's first bytes, _limit at most
+    cdef Py_ssize_t _carry_len
+    cdef unsigned char _window[64]  # its last bytes, _window_size at most
+    cdef Py_ssize_t _window_len
+    cdef list _first, _recent
+    cdef Py_ssize_t _first_bytes, _recent_bytes
+
+    def __cinit__(self, rules, state=None):
+        cdef int k
+        cdef Py_ssize_t i, best
+        cdef const unsigned char *pattern
+        self.rules = rules
+        self._patterns = rules.patterns
+        self._count = len(self._patterns)
+        self._limit = rules.line_limit
+        self._budget = rules.budget
+        self._window_size = 0
+        for k in range(256):
+            self._anchor_mask[k] = 0
+        for k in range(self._count):
+            pattern = <const unsigned char *>PyBytes_AS_STRING(self._patterns[k])
+            self._pattern[k] = pattern
+            self._length[k] = PyBytes_GET_SIZE(self._patterns[k])
+            if self._length[k] - 1 > self._window_size:
+                self._window_size = self._length[k] - 1
+            best = 0
+            for i in range(self._length[k]):
+                if _rarity(pattern[i]) > _rarity(pattern[best]):
+                    best = i
+            self._anchor[k] = best
+            for i in range(256):
+                if _FOLD[i] == pattern[best]:
+                    self._anchor_mask[i] |= 1u << k
+        self._carry = <unsigned char *>PyMem_Malloc(self._limit)
+        if self._carry == NULL:
+            raise MemoryError()
+        if state is None:
+            state = _hl.ScannerState(rules, 0, False, 0, 0, 0, 0, False, b"", b"", (), False,
+                                     (), 0)
+        self.fed = state.fed
+        self.head_done = state.head_done
+        self.head_lines = state.head_lines
+        self.lines = state.lines
+        self._line_start = state.line_start
+        self._line_length = state.line_length
+        self._matched = state.matched
+        self._carry_len = len(state.carry)
+        memcpy(self._carry, PyBytes_AS_STRING(state.carry), self._carry_len)
+        self._window_len = len(state.window)
+        memcpy(self._window, PyBytes_AS_STRING(state.window), self._window_len)
+        self._first = list(state.first)
+        self._recent = list(state.recent)
+        self._first_bytes = _text_bytes(self._first)
+        self._recent_bytes = _text_bytes(self._recent)
+        self._first_closed = state.first_closed
+        self.skipped = state.skipped
+
+    def __dealloc__(self):
+        PyMem_Free(self._carry)
+
+    cdef bint _contains(self, const unsigned char *data, Py_ssize_t size) noexcept:
+        """Whether ``data`` holds a pattern, ASCII case-insensitively."""
+        cdef Py_ssize_t i, start
+        cdef unsigned int mask
+        cdef int k
+        for i in range(size):
+            mask = self._anchor_mask[data[i]]
+            if mask == 0:
+                continue
+            for k in range(self._count):
+                if mask & (1u << k):
+                    start = i - self._anchor[k]
+                    if (start >= 0 and start + self._length[k] <= size
+                            and _equal_folded(data + start, self._pattern[k], self._length[k])):
+                        return True
+        return False
+
+    cdef bint _line_contains(self, const unsigned char *data, Py_ssize_t size) noexcept:
+        """Whether the current line holds a pattern once ``data`` is added to it.
+
+        A pattern split across two scans starts in the window of the line's
+        last bytes: look across the join first, then in ``data`` alone."""
+        cdef unsigned char joined[128]
+        cdef Py_ssize_t taken = size if size < self._window_size else self._window_size
+        if self._window_len > 0 and taken > 0:
+            memcpy(joined, self._window, self._window_len)
+            memcpy(joined + self._window_len, data, taken)
+            if self._contains(joined, self._window_len + taken):
+                return True
+        return self._contains(data, size)
+
+    cdef void _slide_window(self, const unsigned char *data, Py_ssize_t size) noexcept:
+        cdef Py_ssize_t keep
+        if size >= self._window_size:
+            memcpy(self._window, data + size - self._window_size, self._window_size)
+            self._window_len = self._window_size
+            return
+        keep = self._window_size - size
+        if keep > self._window_len:
+            keep = self._window_len
+        memmove(self._window, self._window + self._window_len - keep, keep)
+        memcpy(self._window + keep, data, size)
+        self._window_len = keep + size
+
+    cdef void feed(self, const unsigned char *data, Py_ssize_t size, bint emit) noexcept:
+        """Scan the next ``size`` bytes of the stream; keep matching lines when ``emit``."""
+        cdef Py_ssize_t position = 0, end, segment, room
+        cdef const unsigned char *newline
+        while position < size:
+            newline = <const unsigned char *>memchr(data + position, 10, size - position)
+            end = newline - data if newline != NULL else size
+            segment = end - position
+            if not self._matched:
+                self._matched = self._line_contains(data + position, segment)
+            room = self._limit - self._carry_len
+            if room > segment:
+                room = segment
+            if room > 0:
+                memcpy(self._carry + self._carry_len, data + position, room)
+                self._carry_len += room
+            self._line_length += <unsigned long long>segment
+            if newline == NULL:
+                self._slide_window(data + position, segment)
+                break
+            if self._matched and emit:
+                self._keep()
+            self.lines += 1
+            self._line_start = self.fed + <unsigned long long>(end + 1)
+            self._line_length = 0
+            self._matched = False
+            self._carry_len = 0
+            self._window_len = 0
+            position = end + 1
+        self.fed += <unsigned long long>size
+
+    cdef void finish_head(self, const unsigned char *data, Py_ssize_t size) noexcept:
+        self.feed(data, size, False)
+        self.head_done = True
+        self.head_lines = self.lines
+
+    cdef void _keep(self) noexcept:
+        # Only C-level object operations: no Python code runs, so the append
+        # that got here stays atomic.  A line that cannot be allocated is
+        # counted as not kept rather than failing the append.
+        cdef Py_ssize_t size = self._carry_len
+        cdef bytes raw
+        if self._line_length > <unsigned long long>size:
+            size = _complete_prefix_len(self._carry, size)  # cut: never half a character
+        elif size > 0 and self._carry[size - 1] == 13:
+            size -= 1  # CRLF
+        try:
+            raw = PyBytes_FromStringAndSize(NULL, _ENTRY_HEADER_SIZE + size)
+        except MemoryError:
+            self.skipped += 1
+            return
+        _put_u64(<unsigned char *>PyBytes_AS_STRING(raw), self.lines + 1)
+        _put_u64(<unsigned char *>PyBytes_AS_STRING(raw) + 8, self._line_start)
+        memcpy(PyBytes_AS_STRING(raw) + _ENTRY_HEADER_SIZE, self._carry, size)
+        try:
+            if not self._first_closed:
+                if self._first_bytes + size <= self._budget // 2:
+                    self._first.append(raw)
+                    self._first_bytes += size
+                    return
+                self._first_closed = True
+            self._recent.append(raw)
+        except MemoryError:
+            self.skipped += 1
+            return
+        self._recent_bytes += size
+        while self._first_bytes + self._recent_bytes > self._budget:
+            raw = self._recent.pop(0)
+            self._recent_bytes -= len(raw) - _ENTRY_HEADER_SIZE
+            self.skipped += 1
+
+    cdef bytes kept_blob(self):
+        """The kept entries, earliest first, each after its u32 length.
+
+        One bytes object, not lists: nothing the garbage collector tracks is
+        allocated while a reader copies the buffer's state, so no collection
+        (and no finalizer that could let another thread append) can run in
+        the middle of that copy."""
+        cdef Py_ssize_t size = 0, offset = 0, length
+        cdef bytes blob
+        cdef char *out
+        for raw in self._first:
+            size += 4 + len(raw)
+        for raw in self._recent:
+            size += 4 + len(raw)
+        blob = PyBytes_FromStringAndSize(NULL, size)
+        out = PyBytes_AS_STRING(blob)
+        for entries in (self._first, self._recent):
+            for raw in <list>entries:
+                length = PyBytes_GET_SIZE(raw)
+                _put_u32(<unsigned char *>out + offset, <unsigned int>length)
+                memcpy(out + offset + 4, PyBytes_AS_STRING(raw), length)
+                offset += 4 + length
+        return blob
+
+    cdef Py_ssize_t held(self):
+        return (self._first_bytes + self._recent_bytes
+                + (len(self._first) + len(self._recent)) * _ENTRY_HEADER_SIZE
+                + self._limit + sizeof(self._window))
+
+
+cdef Py_ssize_t _ENTRY_HEADER_SIZE = 16  # _highlights.ENTRY_HEADER: two u64, little-endian
+assert _hl.ENTRY_HEADER.size == _ENTRY_HEADER_SIZE
+
+
+cdef inline void _put_u32(unsigned char *out, unsigned int value) noexcept:
+    cdef int i
+    for i in range(4):
+        out[i] = <unsigned char>(value >> (8 * i))
+
+
+cdef inline void _put_u64(unsigned char *out, unsigned long long value) noexcept:
+    cdef int i
+    for i in range(8):
+        out[i] = <unsigned char>(value >> (8 * i))
+
+
+cdef Py_ssize_t _complete_prefix_len(const unsigned char *data, Py_ssize_t end) noexcept:
+    """``_highlights.complete_prefix_len`` in C."""
+    cdef Py_ssize_t start = end - 1, needed
+    cdef unsigned char lead
+    while start >= 0 and end - start <= 3 and 0x80 <= data[start] < 0xC0:
+        start -= 1
+    if start < 0:
+        return end
+    lead = data[start]
+    if 0xC0 <= lead < 0xE0:
+        needed = 2
+    elif 0xE0 <= lead < 0xF0:
+        needed = 3
+    elif 0xF0 <= lead < 0xF8:
+        needed = 4
+    else:
+        return end
+    return start if end - start < needed else end
+
+
+cdef Py_ssize_t _text_bytes(list entries):
+    cdef Py_ssize_t total = 0
+    for raw in entries:
+        total += len(raw) - _ENTRY_HEADER_SIZE
+    return total
 
 
 cdef class HeadTailBuffer:
@@ -70,28 +363,37 @@ cdef class HeadTailBuffer:
     cdef unsigned long long _spill_total
     cdef Py_ssize_t _spill_head_len
     cdef Py_ssize_t _spill_tail_len
+    # A buffer with highlight rules spills only its head until it is sealed.
+    cdef bint _spill_keeps_tail
+    cdef _Scanner _scanner  # None without highlight rules
 
-    def __init__(self, head, tail):
+    def __init__(self, head, tail, highlights=None):
         cdef Py_ssize_t head_cap = _shared.capacity(head, "head")
         cdef Py_ssize_t tail_cap = _shared.capacity(tail, "tail")
+        rules = _hl.rules_or_none(highlights)
+        self._scanner = None if rules is None else _Scanner(rules)
         self._release_storage()
         self._head_limit = self._head_cap = head_cap
         self._tail_cap = tail_cap
         self._total = 0
         self._sealed = False
         self._spilled = False
+        self._spill_keeps_tail = False
 
     def __dealloc__(self):
         PyMem_Free(self._head)
         PyMem_Free(self._ring)
 
     cdef void _release_storage(self) noexcept:
-        PyMem_Free(self._head)
+        self._release_head()
         PyMem_Free(self._ring)
-        self._head = NULL
         self._ring = NULL
-        self._head_len = self._head_alloc = 0
         self._ring_start = self._ring_len = self._ring_alloc = 0
+
+    cdef void _release_head(self) noexcept:
+        PyMem_Free(self._head)
+        self._head = NULL
+        self._head_len = self._head_alloc = 0
 
     cdef int _reserve(self, Py_ssize_t size) except -1:
         """Allocate now whatever appending ``size`` bytes will need.
@@ -172,8 +474,42 @@ cdef class HeadTailBuffer:
         # Once both parts have their full storage nothing is ever allocated.
         if self._head_alloc < self._head_cap or self._ring_alloc < self._tail_cap:
             self._reserve(size)
+        if self._scanner is not None:
+            self._scan_evicted(data, size)
         self._write(data, size)
         return 0
+
+    cdef void _scan_evicted(self, const unsigned char *data, Py_ssize_t size) noexcept:
+        """Show the scanner, in stream order, the bytes that appending ``data``
+        will push out of the tail, before ``_write`` overwrites them."""
+        cdef Py_ssize_t to_head = self._head_cap - self._head_len
+        cdef Py_ssize_t excess, from_ring, first, base
+        cdef _Scanner scanner = self._scanner
+        if to_head > size:
+            to_head = size
+        if to_head < 0:
+            to_head = 0
+        excess = self._ring_len + (size - to_head) - self._tail_cap
+        if excess <= 0:
+            return
+        if not scanner.head_done:
+            # Eviction begins: the scanner first reads the rest of the head,
+            # including the part this very append completes.
+            base = self._spill_head_len if self._spilled else 0
+            scanner.feed(self._head + (<Py_ssize_t>scanner.fed - base),
+                         self._head_len - (<Py_ssize_t>scanner.fed - base), False)
+            scanner.finish_head(data, to_head)
+        from_ring = excess if excess < self._ring_len else self._ring_len
+        if from_ring > 0:
+            # Oldest first; in the linear phase _ring_start is 0.
+            first = self._ring_alloc - self._ring_start
+            if first > from_ring:
+                first = from_ring
+            scanner.feed(self._ring + self._ring_start, first, True)
+            if from_ring > first:
+                scanner.feed(self._ring, from_ring - first, True)
+        if excess > from_ring:
+            scanner.feed(data + to_head, excess - from_ring, True)
 
     def append(self, object data):
         """Add ``data`` to the stream; raise StreamSealed once sealed."""
@@ -222,6 +558,9 @@ cdef class HeadTailBuffer:
         cdef Py_ssize_t tail_len = self._ring_len
         if not self._spilled:
             return self._total - <unsigned long long>(self._head_len + self._ring_len)
+        if self._spill_keeps_tail:
+            return self._total - <unsigned long long>(
+                self._spill_head_len + self._head_len + self._ring_len)
         # What the merge in unspill() will keep, worked out from counters.
         after = self._total - self._spill_total
         if after == <unsigned long long>(self._head_len + self._ring_len):
@@ -298,41 +637,53 @@ cdef class HeadTailBuffer:
         The caller keeps the snapshot (in the store).  Appends go on into
         fresh storage; :meth:`unspill` with the same snapshot merges the two
         into exactly the buffer that never spilled.  Reads raise
-        StreamSpilled until then.
+        StreamSpilled until then.  A buffer with highlight rules that is not
+        sealed releases only its head: its tail must stay to be scanned as
+        it leaves.
         """
         if self._spilled:
             raise ValueError("this buffer is already spilled; unspill() it first")
-        head, tail, total = self._parts()
-        sealed = bool(self._sealed)
-        # From here to the end of the state change no Python code runs, so
-        # no append can fall between the read above and the release below.
-        self._release_storage()
-        self._spilled = True
+        cdef bint keeps_tail = self._scanner is not None and not self._sealed
+        if keeps_tail and not self._scanner.head_done:
+            self._scanner.feed(self._head + <Py_ssize_t>self._scanner.fed,
+                               self._head_len - <Py_ssize_t>self._scanner.fed, False)
+        # _state switches to spilled storage the instant it has read it, before
+        # any Python code could run, so no append can fall in between and be lost.
+        return _shared.encode_snapshot(self._state(1 if keeps_tail else 2))
+
+    cdef void _become_spilled(self, bint keeps_tail) noexcept:
+        self._spill_keeps_tail = keeps_tail
         self._spill_total = self._total
-        self._spill_head_len = len(head)
-        self._spill_tail_len = len(tail)
+        self._spill_head_len = self._head_len
+        self._spill_tail_len = 0 if keeps_tail else self._ring_len
+        if keeps_tail:
+            self._release_head()
+        else:
+            self._release_storage()
+        self._spilled = True
         self._head_cap = self._head_limit - self._spill_head_len
-        return _shared.encode_snapshot(_shared.SnapshotState(
-            self._head_limit, self._tail_cap, total, sealed, head, tail))
 
     def unspill(self, snapshot):
         """Merge back the snapshot :meth:`spill` returned; reads work again."""
         if not self._spilled:
             raise ValueError("this buffer is not spilled")
         base = _shared.spill_base(snapshot, self._head_limit, self._tail_cap)
-        if (base.total, len(base.head), len(base.tail)) != (
+        cdef Py_ssize_t base_tail_len = 0 if self._spill_keeps_tail else len(base.tail)
+        if (base.total, len(base.head), base_tail_len) != (
                 self._spill_total, self._spill_head_len, self._spill_tail_len):
             raise _shared.CorruptSnapshot(
                 "this snapshot is not the one this buffer spilled")
         cdef bytes base_head = base.head
-        cdef bytes base_tail = base.tail
+        cdef bytes base_tail = b"" if self._spill_keeps_tail else base.tail
         cdef bytes head, tail, merged_tail
         cdef unsigned long long after
         # Atomic from here: only C-level bytes operations, no Python code.
         head = PyBytes_FromStringAndSize(<char *>self._head, self._head_len)
         tail = self._ring_bytes()
         after = self._total - self._spill_total
-        if after > <unsigned long long>(len(head) + len(tail)):
+        if self._spill_keeps_tail:
+            merged_tail = tail
+        elif after > <unsigned long long>(len(head) + len(tail)):
             merged_tail = tail  # the new part overflowed the ring by itself
         else:
             merged_tail = base_tail + tail
@@ -342,28 +693,114 @@ cdef class HeadTailBuffer:
         total = self._total
         self._release_storage()
         self._spilled = False
+        self._spill_keeps_tail = False
         self._head_cap = self._head_limit
+        # Rebuilding never evicts (the tail fits), so the scanner sees nothing.
         self._append_raw(<const unsigned char *>PyBytes_AS_STRING(head), len(head))
         self._append_raw(<const unsigned char *>PyBytes_AS_STRING(merged_tail),
                          len(merged_tail))
         self._total = total
 
-    def render(self, marker=_shared.DEFAULT_MARKER):
-        """Head, then ``marker`` if bytes were dropped, then tail."""
-        head, tail, total = self._parts()
-        return _shared.render(head, tail, total, marker)
+    @property
+    def highlight_rules(self):
+        """The rules this buffer keeps highlight lines by, or None."""
+        return None if self._scanner is None else self._scanner.rules
 
-    def text(self, marker=_shared.DEFAULT_MARKER):
+    def highlights(self):
+        """Lines kept from the dropped middle: the earliest, then the most recent."""
+        if self._scanner is None:
+            return []
+        entries = _shared.split_entries(self._scanner.kept_blob())
+        return _shared.scan_view(0, entries, [], 0).kept
+
+    @property
+    def highlights_skipped(self):
+        """Matching lines of the dropped middle that the budget did not keep."""
+        return 0 if self._scanner is None else self._scanner.skipped
+
+    @property
+    def dropped_lines(self):
+        """Newlines in the dropped middle; None without highlight rules."""
+        if self._scanner is None:
+            return None
+        return self._scanner.lines - self._scanner.head_lines if self._scanner.head_done else 0
+
+    cdef tuple _read(self, bint full, int release=0):
+        """Everything a reader needs, copied at one instant.
+
+        Only bytes and ints are made until every field is copied (and, for
+        ``spill``, the storage released: 1 the head, 2 all of it), so no Python
+        code can run in between (see ``kept_blob``); the objects that can
+        start a collection are built afterwards.  ``full`` adds what a
+        snapshot needs beyond what rendering needs."""
+        cdef _Scanner scanner = self._scanner
+        cdef bytes blob = None, carry = None, window = None
+        cdef Py_ssize_t first_count = 0
+        cdef unsigned long long fed = 0, head_lines = 0, lines = 0, line_start = 0
+        cdef unsigned long long line_length = 0, skipped = 0
+        cdef bint head_done = False, matched = False, first_closed = False
+        if self._spilled:
+            raise _shared.spilled_error()
+        head = PyBytes_FromStringAndSize(<char *>self._head, self._head_len)
+        tail = self._ring_bytes()
+        total = self._total
+        sealed = bool(self._sealed)
+        if scanner is not None:
+            blob = scanner.kept_blob()
+            first_count = len(scanner._first)
+            if full:
+                carry = PyBytes_FromStringAndSize(<char *>scanner._carry, scanner._carry_len)
+                window = PyBytes_FromStringAndSize(<char *>scanner._window, scanner._window_len)
+            fed, head_done, head_lines, lines = (
+                scanner.fed, scanner.head_done, scanner.head_lines, scanner.lines)
+            line_start, line_length, matched = (
+                scanner._line_start, scanner._line_length, scanner._matched)
+            first_closed, skipped = scanner._first_closed, scanner.skipped
+        if release:
+            self._become_spilled(release == 1)
+        if scanner is None:
+            return (head, tail, total, sealed, None)
+        numbers = (fed, head_done, head_lines, lines, line_start, line_length, matched,
+                   first_closed, skipped)
+        return (head, tail, total, sealed, (blob, first_count, carry, window, numbers))
+
+    cdef object _scan_of(self, tuple scanned):
+        if scanned is None:
+            return None
+        blob, first_count, _, _, numbers = scanned
+        fed, head_done, head_lines, lines, _, _, _, _, skipped = numbers
+        entries = _shared.split_entries(blob)
+        return _shared.scan_view(lines - head_lines if head_done else 0,
+                                 entries[:first_count], entries[first_count:], skipped)
+
+    cdef object _state(self, int release=0):
+        head, tail, total, sealed, scanned = self._read(True, release)
+        scanner = None
+        if scanned is not None:
+            blob, first_count, carry, window, numbers = scanned
+            (fed, head_done, head_lines, lines, line_start, line_length, matched,
+             first_closed, skipped) = numbers
+            entries = _shared.split_entries(blob)
+            scanner = _hl.ScannerState(
+                self._scanner.rules, fed, head_done, head_lines, lines, line_start,
+                line_length, matched, carry, window, tuple(entries[:first_count]),
+                first_closed, tuple(entries[first_count:]), skipped)
+        return _shared.SnapshotState(
+            self._head_limit, self._tail_cap, total, sealed, head, tail, scanner)
+
+    def render(self, marker=None):
+        """Head, then a marker and any highlight lines if bytes were dropped, then tail."""
+        head, tail, total, _, scanned = self._read(False)
+        return _shared.render(head, tail, total, marker, self._scan_of(scanned))
+
+    def text(self, marker=None):
         """``render()`` decoded as UTF-8, never splitting a character at a cut."""
-        head, tail, total = self._parts()
-        return _shared.text(head, tail, total, marker)
+        head, tail, total, _, scanned = self._read(False)
+        return _shared.text(head, tail, total, marker, self._scan_of(scanned))
 
     def snapshot(self):
         """A versioned, checksummed copy of the state, for ``restore()``."""
-        sealed = bool(self._sealed)
-        head, tail, total = self._parts()
-        return _shared.encode_snapshot(_shared.SnapshotState(
-            self._head_limit, self._tail_cap, total, sealed, head, tail))
+        return _shared.encode_snapshot(self._state())
 
     @classmethod
     def restore(cls, snapshot):
@@ -376,6 +813,8 @@ cdef class HeadTailBuffer:
         buf._append_raw(<const unsigned char *>PyBytes_AS_STRING(tail), len(tail))
         buf._total = state.total
         buf._sealed = state.sealed
+        if state.scanner is not None:
+            buf._scanner = _Scanner(state.scanner.rules, state.scanner)
         return buf
 
     def __reduce__(self):
@@ -387,7 +826,8 @@ cdef class HeadTailBuffer:
         return self.snapshot() == other.snapshot()
 
     def __sizeof__(self):
-        return object.__sizeof__(self) + self._head_alloc + self._ring_alloc
+        cdef Py_ssize_t held = 0 if self._scanner is None else self._scanner.held()
+        return object.__sizeof__(self) + self._head_alloc + self._ring_alloc + held
 
     def __repr__(self):
         return (

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Union
+from typing import Optional, Union
 
 from journal import _buffer_shared as _shared
+from journal import _highlights as _hl
+from journal._scanner_py import Scanner
 
 __all__ = ["HeadTailBuffer"]
 
@@ -32,11 +34,16 @@ class HeadTailBuffer:
     __slots__ = (
         "_head_limit", "_head_cap", "_tail_cap", "_head", "_tail", "_total", "_sealed",
         "_lock", "_spilled", "_spill_total", "_spill_head_len", "_spill_tail_len",
+        "_spill_keeps_tail", "_scanner",
     )
 
-    def __init__(self, head: int, tail: int) -> None:
+    def __init__(
+        self, head: int, tail: int, highlights: Optional[_hl.HighlightRules] = None
+    ) -> None:
         self._head_limit = self._head_cap = _shared.capacity(head, "head")
         self._tail_cap = _shared.capacity(tail, "tail")
+        rules = _hl.rules_or_none(highlights)
+        self._scanner = Scanner(rules) if rules is not None else None
         self._head = bytearray()
         # bytearray deletes from its front in O(1), which makes it a fine ring.
         self._tail = bytearray()
@@ -49,6 +56,7 @@ class HeadTailBuffer:
         self._spill_total = 0
         self._spill_head_len = 0
         self._spill_tail_len = 0
+        self._spill_keeps_tail = False
 
     def append(self, data: BytesLike) -> None:
         """Add ``data`` to the stream; raise StreamSealed once sealed."""
@@ -70,6 +78,8 @@ class HeadTailBuffer:
                 size -= room
             cap = self._tail_cap
             tail = self._tail
+            if self._scanner is not None:
+                self._scan_evicted(data, size)
             if size >= cap:
                 # Only the chunk's last ``cap`` bytes can survive: copy just those.
                 tail[:] = memoryview(data)[size - cap :]
@@ -78,6 +88,22 @@ class HeadTailBuffer:
                 excess = len(tail) - cap
                 if excess > 0:
                     del tail[:excess]
+
+    def _scan_evicted(self, data: BytesLike, size: int) -> None:
+        """Show the scanner, in stream order, the bytes this append pushes out
+        of the tail: ``data`` is the part of the append that goes past the head."""
+        excess = len(self._tail) + size - self._tail_cap
+        if excess <= 0:
+            return
+        scanner = self._scanner
+        if not scanner.head_done:
+            base = self._spill_head_len if self._spilled else 0
+            scanner.finish_head(self._head[scanner.fed - base :])
+        from_tail = min(excess, len(self._tail))
+        if from_tail:
+            scanner.feed(self._tail[:from_tail])
+        if excess > from_tail:
+            scanner.feed(data[: excess - from_tail])
 
     def seal(self) -> None:
         """Refuse further appends; reads keep working."""
@@ -112,6 +138,8 @@ class HeadTailBuffer:
             resident = len(self._head) + len(self._tail)
             if not self._spilled:
                 return self._total - resident
+            if self._spill_keeps_tail:
+                return self._total - self._spill_head_len - resident
             tail_len = len(self._tail)
             if self._total - self._spill_total == resident:
                 tail_len = min(self._tail_cap, self._spill_tail_len + tail_len)
@@ -162,21 +190,26 @@ class HeadTailBuffer:
         The caller keeps the snapshot (in the store).  Appends go on into
         fresh storage; :meth:`unspill` with the same snapshot merges the two
         into exactly the buffer that never spilled.  Reads raise
-        StreamSpilled until then.
+        StreamSpilled until then.  A buffer with highlight rules that is not
+        sealed releases only its head: its tail must stay to be scanned as
+        it leaves.
         """
         with self._lock:
             if self._spilled:
                 raise ValueError("this buffer is already spilled; unspill() it first")
-            state = _shared.SnapshotState(
-                self._head_limit, self._tail_cap, self._total, self._sealed,
-                bytes(self._head), bytes(self._tail),
-            )
+            scanner = self._scanner
+            keeps_tail = scanner is not None and not self._sealed
+            if keeps_tail and not scanner.head_done:
+                scanner.feed(self._head[scanner.fed :], emit=False)
+            state = self._state()
             self._head = bytearray()
-            self._tail = bytearray()
+            if not keeps_tail:
+                self._tail = bytearray()
             self._spilled = True
+            self._spill_keeps_tail = keeps_tail
             self._spill_total = self._total
             self._spill_head_len = len(state.head)
-            self._spill_tail_len = len(state.tail)
+            self._spill_tail_len = 0 if keeps_tail else len(state.tail)
             self._head_cap = self._head_limit - len(state.head)
         return _shared.encode_snapshot(state)
 
@@ -187,12 +220,14 @@ class HeadTailBuffer:
                 raise ValueError("this buffer is not spilled")
         base = _shared.spill_base(snapshot, self._head_limit, self._tail_cap)
         with self._lock:
-            if (base.total, len(base.head), len(base.tail)) != (
+            expected_tail = base.tail if self._spill_keeps_tail else b""
+            if (base.total, len(base.head), len(base.tail) - len(expected_tail)) != (
                 self._spill_total, self._spill_head_len, self._spill_tail_len
             ):
                 raise _shared.CorruptSnapshot("this snapshot is not the one this buffer spilled")
-            after = self._total - self._spill_total
-            if after > len(self._head) + len(self._tail):
+            if self._spill_keeps_tail:
+                merged_tail = bytes(self._tail)
+            elif self._total - self._spill_total > len(self._head) + len(self._tail):
                 merged_tail = bytes(self._tail)  # the new part overflowed the ring by itself
             else:
                 merged_tail = base.tail + self._tail
@@ -201,28 +236,68 @@ class HeadTailBuffer:
             self._head = bytearray(base.head) + self._head
             self._tail = bytearray(merged_tail)
             self._spilled = False
+            self._spill_keeps_tail = False
             self._head_cap = self._head_limit
 
-    def render(self, marker: str = _shared.DEFAULT_MARKER) -> bytes:
-        """Head, then ``marker`` if bytes were dropped, then tail."""
-        return _shared.render(*self._parts(), marker)
+    @property
+    def highlight_rules(self) -> Optional[_hl.HighlightRules]:
+        """The rules this buffer keeps highlight lines by, or None."""
+        return None if self._scanner is None else self._scanner.rules
 
-    def text(self, marker: str = _shared.DEFAULT_MARKER) -> str:
+    def highlights(self) -> list[_hl.Highlight]:
+        """Lines kept from the dropped middle: the earliest, then the most recent."""
+        with self._lock:
+            if self._scanner is None:
+                return []
+            first, recent = self._scanner.kept()
+        return _shared.scan_view(0, first, recent, 0).kept
+
+    @property
+    def highlights_skipped(self) -> int:
+        """Matching lines of the dropped middle that the budget did not keep."""
+        return 0 if self._scanner is None else self._scanner.skipped
+
+    @property
+    def dropped_lines(self) -> Optional[int]:
+        """Newlines in the dropped middle; None without highlight rules."""
+        with self._lock:
+            return None if self._scanner is None else _dropped_lines(self._scanner)
+
+    def _scan(self) -> Optional[_shared.Scan]:
+        scanner = self._scanner
+        if scanner is None:
+            return None
+        first, recent = scanner.kept()
+        return _shared.scan_view(_dropped_lines(scanner), first, recent, scanner.skipped)
+
+    def _state(self) -> _shared.SnapshotState:
+        return _shared.SnapshotState(
+            self._head_limit, self._tail_cap, self._total, self._sealed,
+            bytes(self._head), bytes(self._tail),
+            None if self._scanner is None else self._scanner.state(),
+        )
+
+    def render(self, marker: Optional[str] = None) -> bytes:
+        """Head, then a marker and any highlight lines if bytes were dropped, then tail."""
+        with self._lock:
+            self._check_resident()
+            scan = self._scan()
+            parts = bytes(self._head), bytes(self._tail), self._total
+        return _shared.render(*parts, marker, scan)
+
+    def text(self, marker: Optional[str] = None) -> str:
         """``render()`` decoded as UTF-8, never splitting a character at a cut."""
-        return _shared.text(*self._parts(), marker)
+        with self._lock:
+            self._check_resident()
+            scan = self._scan()
+            parts = bytes(self._head), bytes(self._tail), self._total
+        return _shared.text(*parts, marker, scan)
 
     def snapshot(self) -> bytes:
         """A versioned, checksummed copy of the state, for ``restore()``."""
         with self._lock:
             self._check_resident()
-            state = _shared.SnapshotState(
-                self._head_limit,
-                self._tail_cap,
-                self._total,
-                self._sealed,
-                bytes(self._head),
-                bytes(self._tail),
-            )
+            state = self._state()
         return _shared.encode_snapshot(state)
 
     @classmethod
@@ -234,6 +309,8 @@ class HeadTailBuffer:
         buf._tail += state.tail
         buf._total = state.total
         buf._sealed = state.sealed
+        if state.scanner is not None:
+            buf._scanner = Scanner(state.scanner.rules, state.scanner)
         return buf
 
     def __reduce__(self) -> tuple[object, tuple[bytes]]:
@@ -247,7 +324,9 @@ class HeadTailBuffer:
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __sizeof__(self) -> int:
-        return object.__sizeof__(self) + sys.getsizeof(self._head) + sys.getsizeof(self._tail)
+        held = 0 if self._scanner is None else self._scanner.held()
+        return (object.__sizeof__(self) + sys.getsizeof(self._head) + sys.getsizeof(self._tail)
+                + held)
 
     def __repr__(self) -> str:
         return (
@@ -255,6 +334,10 @@ class HeadTailBuffer:
             f"total={self._total} held={len(self)}"
             f"{' sealed' if self._sealed else ''}{' spilled' if self._spilled else ''}>"
         )
+
+
+def _dropped_lines(scanner: Scanner) -> int:
+    return scanner.lines - scanner.head_lines if scanner.head_done else 0
 
 
 def _byte_view(data: object) -> memoryview:

@@ -14,6 +14,16 @@ import struct
 import zlib
 from typing import NamedTuple, NoReturn
 
+from journal._highlights import (
+    HIGHLIGHT_MARKER,
+    Highlight,
+    ScannerState,
+    complete_prefix_len,
+    decode_entry,
+    decode_section,
+    encode_section,
+    render_highlights,
+)
 from journal.errors import CorruptSnapshot, StreamSealed, StreamSpilled
 
 #: What ``render()`` and ``text()`` put between head and tail when bytes were
@@ -93,7 +103,7 @@ def spill_base(snapshot: object, head_capacity: int, tail_capacity: int) -> Snap
     return state
 
 
-def format_marker(marker: str, dropped: int) -> str:
+def format_marker(marker: object, dropped: int) -> str:
     if not isinstance(marker, str):
         raise TypeError(f"marker must be a str template, not {type(marker).__name__}")
     try:
@@ -104,48 +114,62 @@ def format_marker(marker: str, dropped: int) -> str:
         ) from None
 
 
-def render(head: bytes, tail: bytes, total: int, marker: str) -> bytes:
+class Scan(NamedTuple):
+    """What a buffer's highlight scanner has to show, read with its parts."""
+
+    lines: int  # newlines in the dropped middle
+    kept: list[Highlight]
+    first_count: int  # how many of ``kept`` are the earliest ones
+    skipped: int  # matching lines not kept
+
+
+_U32 = struct.Struct("<I")
+
+
+def split_entries(blob: bytes) -> list[bytes]:
+    """The entries of a compiled scanner's ``kept_blob``."""
+    entries = []
+    position = 0
+    while position < len(blob):
+        (length,) = _U32.unpack_from(blob, position)
+        entries.append(blob[position + 4 : position + 4 + length])
+        position += 4 + length
+    return entries
+
+
+def scan_view(lines: int, first: list[bytes], recent: list[bytes], skipped: int) -> Scan:
+    kept = [decode_entry(raw) for raw in first]
+    kept += (decode_entry(raw) for raw in recent)
+    return Scan(lines, kept, len(first), skipped)
+
+
+def _middle(marker: object, dropped: int, scan: Scan | None, tail_length: int) -> bytes:
+    if scan is None:
+        return format_marker(DEFAULT_MARKER if marker is None else marker, dropped).encode("utf-8")
+    return render_highlights(
+        HIGHLIGHT_MARKER if marker is None else marker,  # type: ignore[arg-type]
+        dropped, scan.lines, scan.kept, scan.skipped, scan.first_count, tail_length,
+    )
+
+
+def render(head: bytes, tail: bytes, total: int, marker: object, scan: Scan | None = None) -> bytes:
     dropped = total - len(head) - len(tail)
     if dropped == 0:
         return head + tail
-    return head + format_marker(marker, dropped).encode("utf-8") + tail
+    return head + _middle(marker, dropped, scan, len(tail)) + tail
 
 
-def text(head: bytes, tail: bytes, total: int, marker: str) -> str:
+def text(head: bytes, tail: bytes, total: int, marker: object, scan: Scan | None = None) -> str:
     dropped = total - len(head) - len(tail)
     if dropped == 0:
         return (head + tail).decode("utf-8", "replace")
     # A cut may fall inside a multi-byte character.  Its pieces are dropped
     # and counted with the middle rather than decoded into U+FFFD.
-    keep = _complete_prefix_len(head)
+    keep = complete_prefix_len(head)
     skip = _leading_continuations(tail)
     dropped += len(head) - keep + skip
-    return (
-        head[:keep].decode("utf-8", "replace")
-        + format_marker(marker, dropped)
-        + tail[skip:].decode("utf-8", "replace")
-    )
-
-
-def _complete_prefix_len(data: bytes) -> int:
-    """Length of ``data`` without a trailing, incomplete UTF-8 sequence."""
-    end = len(data)
-    start = end - 1
-    # A sequence is at most 4 bytes: a lead byte and up to 3 continuations.
-    while start >= 0 and end - start <= 3 and 0x80 <= data[start] < 0xC0:
-        start -= 1
-    if start < 0:
-        return end
-    lead = data[start]
-    if 0xC0 <= lead < 0xE0:
-        needed = 2
-    elif 0xE0 <= lead < 0xF0:
-        needed = 3
-    elif 0xF0 <= lead < 0xF8:
-        needed = 4
-    else:
-        return end
-    return start if end - start < needed else end
+    middle = _middle(marker, dropped, scan, len(tail) - skip)
+    return (head[:keep] + middle + tail[skip:]).decode("utf-8", "replace")
 
 
 def _leading_continuations(data: bytes) -> int:
@@ -175,14 +199,18 @@ def read_from(head: bytes, tail: bytes, total: int, offset: int) -> tuple[int, b
     return start, tail[start - tail_start :]
 
 
-# Snapshot format, version 1, little-endian:
-#   magic "TJHB", version u8, flags u8 (bit 0: sealed), reserved u16,
-#   head capacity u64, tail capacity u64, total u64, head length u64,
-#   tail length u64, head bytes, tail bytes (oldest first),
-#   CRC-32 u32 of everything before it.
+# Snapshot format, little-endian:
+#   magic "TJHB", version u8, flags u8 (bit 0: sealed, bit 1: highlights),
+#   reserved u16, head capacity u64, tail capacity u64, total u64, head length
+#   u64, tail length u64, head bytes, tail bytes (oldest first), in version 2
+#   the highlight section when flag bit 1 is set (``_highlights``), and
+#   CRC-32 u32 of everything before it.  Version 1 had no highlights and is
+#   still read; version 2 is written.
 _MAGIC = b"TJHB"
-_VERSION = 1
+_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _FLAG_SEALED = 1
+_FLAG_HIGHLIGHTS = 2
 _HEADER = struct.Struct("<4sBBHQQQQQ")
 _CRC = struct.Struct("<I")
 
@@ -194,13 +222,15 @@ class SnapshotState(NamedTuple):
     sealed: bool
     head: bytes
     tail: bytes
+    scanner: ScannerState | None = None
 
 
 def encode_snapshot(state: SnapshotState) -> bytes:
+    flags = (_FLAG_SEALED if state.sealed else 0) | (_FLAG_HIGHLIGHTS if state.scanner else 0)
     header = _HEADER.pack(
         _MAGIC,
         _VERSION,
-        _FLAG_SEALED if state.sealed else 0,
+        flags,
         0,
         state.head_capacity,
         state.tail_capacity,
@@ -208,7 +238,8 @@ def encode_snapshot(state: SnapshotState) -> bytes:
         len(state.head),
         len(state.tail),
     )
-    body = b"".join((header, state.head, state.tail))
+    section = encode_section(state.scanner) if state.scanner else b""
+    body = b"".join((header, state.head, state.tail, section))
     return body + _CRC.pack(zlib.crc32(body))
 
 
@@ -232,31 +263,45 @@ def decode_snapshot(data: object) -> SnapshotState:
         raise CorruptSnapshot(
             f"not a HeadTailBuffer snapshot (starts with {magic!r}, expected {_MAGIC!r})"
         )
-    if version != _VERSION:
+    if version not in _READABLE_VERSIONS:
         raise CorruptSnapshot(
             f"snapshot format version {version} is not supported by this taskjournal "
-            f"(it reads version {_VERSION}); upgrade taskjournal to read it"
+            f"(it reads versions {_READABLE_VERSIONS}); upgrade taskjournal to read it"
         )
-    expected = minimum + head_len + tail_len
-    if len(raw) != expected:
+    least = minimum + head_len + tail_len
+    if len(raw) < least or (version == 1 and len(raw) != least):
         raise CorruptSnapshot(
-            f"snapshot is truncated or padded: {len(raw)} bytes, its header says {expected}"
+            f"snapshot is truncated or padded: {len(raw)} bytes, its header says {least}"
+            + (" or more" if version > 1 else "")
         )
+    # The highlight section's lengths are trusted only once the checksum holds.
     body = raw[: -_CRC.size]
     (crc,) = _CRC.unpack_from(raw, len(body))
     if zlib.crc32(body) != crc:
         raise CorruptSnapshot("snapshot is corrupt: its checksum does not match")
-    if flags & ~_FLAG_SEALED:
+    known = _FLAG_SEALED | (_FLAG_HIGHLIGHTS if version >= 2 else 0)
+    if flags & ~known:
         raise CorruptSnapshot(f"snapshot has unknown flags {flags:#x}")
-    _check_invariants(head_cap, tail_cap, total, head_len, tail_len)
     head_end = _HEADER.size + head_len
+    tail_end = head_end + tail_len
+    _check_invariants(head_cap, tail_cap, total, head_len, tail_len)
+    scanner = None
+    end = tail_end
+    if flags & _FLAG_HIGHLIGHTS:
+        scanner, end = decode_section(body, tail_end, total)
+    if end != len(body):
+        raise CorruptSnapshot(
+            f"snapshot is truncated or padded: {len(raw)} bytes, its contents end at "
+            f"{end + _CRC.size}"
+        )
     return SnapshotState(
         head_cap,
         tail_cap,
         total,
         bool(flags & _FLAG_SEALED),
         raw[_HEADER.size : head_end],
-        raw[head_end : head_end + tail_len],
+        raw[head_end:tail_end],
+        scanner,
     )
 
 

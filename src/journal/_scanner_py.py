@@ -1,0 +1,121 @@
+"""The highlight scanner of the pure buffer twin.
+
+Fed, in stream order, the head once and then every byte that leaves the tail
+into the dropped middle; keeps the matching lines.  The compiled buffer has
+the same scanner in C (``_Scanner`` in ``_buffer.pyx``) and the tests hold
+the two to one reference model.  The caller serialises calls (the pure
+buffer's lock).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+from journal import _highlights as _hl
+
+BytesLike = Union[bytes, bytearray, memoryview]
+
+
+class Scanner:
+    __slots__ = (
+        "rules", "_patterns", "_window_size", "fed", "head_done", "head_lines", "lines",
+        "_line_start", "_line_length", "_matched", "_carry", "_window", "_first",
+        "_first_bytes", "_first_closed", "_recent", "_recent_bytes", "skipped",
+    )
+
+    def __init__(self, rules: _hl.HighlightRules, state: Optional[_hl.ScannerState] = None):
+        self.rules = rules
+        self._patterns = rules.patterns
+        self._window_size = max(len(p) for p in rules.patterns) - 1
+        if state is None:
+            state = _hl.ScannerState(rules, 0, False, 0, 0, 0, 0, False, b"", b"", (), False, (), 0)
+        self.fed = state.fed
+        self.head_done = state.head_done
+        self.head_lines = state.head_lines
+        self.lines = state.lines
+        self._line_start = state.line_start
+        self._line_length = state.line_length
+        self._matched = state.matched
+        self._carry = bytearray(state.carry)
+        self._window = bytes(state.window)
+        self._first = list(state.first)
+        self._first_bytes = _text_bytes(self._first)
+        self._first_closed = state.first_closed
+        self._recent = list(state.recent)
+        self._recent_bytes = _text_bytes(self._recent)
+        self.skipped = state.skipped
+
+    def finish_head(self, rest_of_head: BytesLike) -> None:
+        """Scan the head bytes not scanned yet; eviction begins after them."""
+        self.feed(rest_of_head, emit=False)
+        self.head_done = True
+        self.head_lines = self.lines
+
+    def feed(self, data: BytesLike, emit: bool = True) -> None:
+        """Scan the next bytes of the stream; keep matching lines when ``emit``."""
+        data = bytes(data)
+        limit = self.rules.line_limit
+        position = 0
+        size = len(data)
+        while position < size:
+            newline = data.find(b"\n", position)
+            end = size if newline < 0 else newline
+            segment = data[position:end]
+            joined = self._window + segment
+            if not self._matched:
+                folded = joined.lower()
+                self._matched = any(p in folded for p in self._patterns)
+            if len(self._carry) < limit:
+                self._carry += segment[: limit - len(self._carry)]
+            self._line_length += len(segment)
+            if newline < 0:
+                self._window = joined[-self._window_size :] if self._window_size else b""
+                break
+            if self._matched and emit:
+                self._keep()
+            self.lines += 1
+            self._line_start = self.fed + newline + 1
+            self._line_length = 0
+            self._matched = False
+            self._carry = bytearray()
+            self._window = b""
+            position = newline + 1
+        self.fed += size
+
+    def _keep(self) -> None:
+        text = _hl.kept_text(bytes(self._carry), self._line_length)
+        raw = _hl.entry(self.lines + 1, self._line_start, text)
+        budget = self.rules.budget
+        if not self._first_closed:
+            if self._first_bytes + len(text) <= budget // 2:
+                self._first.append(raw)
+                self._first_bytes += len(text)
+                return
+            self._first_closed = True
+        self._recent.append(raw)
+        self._recent_bytes += len(text)
+        while self._first_bytes + self._recent_bytes > budget:
+            oldest = self._recent.pop(0)
+            self._recent_bytes -= len(oldest) - _hl.ENTRY_HEADER.size
+            self.skipped += 1
+
+    def kept(self) -> tuple[list[bytes], list[bytes]]:
+        return list(self._first), list(self._recent)
+
+    def held(self) -> int:
+        """Bytes this scanner holds, for ``__sizeof__``."""
+        entries = len(self._first) + len(self._recent)
+        return (self._first_bytes + self._recent_bytes + entries * _hl.ENTRY_HEADER.size
+                + len(self._carry) + len(self._window))
+
+    def state(self) -> _hl.ScannerState:
+        return _hl.ScannerState(
+            self.rules, self.fed, self.head_done, self.head_lines, self.lines,
+            self._line_start, self._line_length, self._matched, bytes(self._carry),
+            self._window, tuple(self._first), self._first_closed, tuple(self._recent),
+            self.skipped,
+        )
+
+
+def _text_bytes(entries: list[bytes]) -> int:
+    return sum(len(raw) - _hl.ENTRY_HEADER.size for raw in entries)
