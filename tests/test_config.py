@@ -90,3 +90,35 @@ def test_config_is_immutable():
     with pytest.raises(TypeError):
         config.stream_limits["thoughts"] = (3, 4)  # type: ignore[index]
     assert config.replace(head_bytes=7).head_bytes == 7
+
+
+def test_highlight_rules_per_stream_from_keywords_and_environment():
+    from journal import HighlightRules
+
+    config = JournalConfig.from_env({
+        "JOURNAL_HIGHLIGHT_PATTERNS": "error, fatal",
+        "JOURNAL_HIGHLIGHT_BUDGET": "2048",
+        "JOURNAL_HIGHLIGHT_LINE_LIMIT": "100",
+        "JOURNAL_STREAM_HIGHLIGHTS": "stderr=error|warning,stdin=",
+    })
+    assert config.highlights_for("stdout") == HighlightRules(["error", "fatal"], 2048, 100)
+    assert config.highlights_for("stderr") == HighlightRules(["error", "warning"], 2048, 100)
+    assert config.highlights_for("stdin") is None
+    assert JournalConfig(highlight_budget=0).highlights_for("stdout") is None
+    assert JournalConfig().highlights_for("x") == HighlightRules()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"highlight_budget": 100}, r"highlight_budget \(JOURNAL_HIGHLIGHT_BUDGET\) must be 0 \(off\) or at least twice"),
+        ({"highlight_line_limit": 0}, r"highlight_line_limit .* must be >= 1"),
+        ({"highlight_patterns": "error"}, r"highlight_patterns .* must be a list"),
+        ({"highlight_patterns": ["x" * 65]}, r"highlight_patterns .* 1 to 64 bytes"),
+        ({"stream_highlights": {"err": ["a\nb"]}}, r"stream_highlights .*\['err'\]: .*newline"),
+        ({"stream_highlights": {"": ["a"]}}, r"stream_highlights .* bad stream name"),
+    ],
+)
+def test_bad_highlight_settings_name_the_field(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        JournalConfig(**fields)

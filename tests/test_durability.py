@@ -277,3 +277,23 @@ def test_store_failures_are_reported_and_retried(reopen):
     assert journal.checkpoint() == 1
     assert journal.stats()["bytes_checkpointed"] == journal.stats()["bytes_written"]
     journal.register("u", "n", meta=big_meta)
+
+
+def test_highlights_survive_checkpoints_spills_and_restarts(reopen):
+    journal = reopen(memory_budget=1_000, head_bytes=100, tail_bytes=100)
+    journal.register("t", "n")
+    out = journal.stream("t")
+    out.append(b"boot\n" * 40 + b"Traceback (most recent call last):\n" + b"x\n" * 200)
+    journal.checkpoint()  # over budget: the stream is spilled
+    assert journal.stats()["bytes_resident"] <= 1_000
+    out.append(b"panic: while spilled\n" + b"y\n" * 200)  # its spilled tail leaves the ring
+    view = journal.get("t").streams["stdout"]
+    assert [h.line for h in view.highlights] == [41, 242]
+    assert [h.text for h in view.highlights] == [b"Traceback (most recent call last):", b"panic: while spilled"]
+    journal.checkpoint()
+    journal.close()
+    again = reopen()
+    assert again.get("t").streams["stdout"].highlights == view.highlights
+    again.reattach("t", "n")
+    again.stream("t").append(b"ERROR after the restart\n" + b"z\n" * 100)
+    assert again.get("t").streams["stdout"].highlights[-1].text == b"ERROR after the restart"

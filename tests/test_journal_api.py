@@ -236,3 +236,20 @@ def test_list_tasks_newest_first_with_filters(journal, clock):
     assert [r.task_id for r in journal.list_tasks(status=TaskStatus.COMPLETED)] == ["t1"]
     assert [r.task_id for r in journal.list_tasks(limit=1)] == ["t2"]
     assert journal.list_tasks()[0].streams == {}
+
+
+def test_records_show_the_highlights_of_the_dropped_middle(make_journal):
+    journal = make_journal(head_bytes=16, tail_bytes=16, stream_highlights={"quiet": []})
+    journal.register("t", "n")
+    lines = b"".join(b"step %03d ok\n" % n for n in range(50))
+    for name in ("stdout", "quiet"):
+        out = journal.stream("t", name)
+        out.append(lines + b"cc: fatal error: no input files\n" + lines)
+    view = journal.get("t").streams["stdout"]
+    assert [h.text for h in view.highlights] == [b"cc: fatal error: no input files"]
+    assert view.highlights[0].line == 51 and view.dropped_lines == 101 - 1 - 2  # head, tail
+    assert "[line 51] cc: fatal error: no input files" in view.text()
+    assert view.render() == journal.stream("t").render()
+    quiet = journal.get("t").streams["quiet"]
+    assert quiet.highlights == () and quiet.dropped_lines is None
+    assert "fatal" not in quiet.text()

@@ -5,6 +5,7 @@ whether the compiled head+tail buffer is in use.
 """
 
 from journal.buffer import IMPLEMENTATION, HeadTailBuffer
+from journal._highlights import Highlight, HighlightRules
 from journal.config import JournalConfig
 from journal.errors import (
     ConfigError,
@@ -35,6 +36,8 @@ __all__ = [
     "DuplicateTask",
     "FollowChunk",
     "HeadTailBuffer",
+    "Highlight",
+    "HighlightRules",
     "InvalidArgument",
     "InvalidTransition",
     "JournalClosed",

@@ -282,6 +282,15 @@ cdef class _Scanner:
                 offset += 4 + length
         return blob
 
+    cdef object state(self):
+        return _hl.ScannerState(
+            self.rules, self.fed, self.head_done, self.head_lines, self.lines,
+            self._line_start, self._line_length, self._matched,
+            PyBytes_FromStringAndSize(<char *>self._carry, self._carry_len),
+            PyBytes_FromStringAndSize(<char *>self._window, self._window_len),
+            tuple(self._first), self._first_closed, tuple(self._recent), self.skipped,
+        )
+
     cdef Py_ssize_t held(self):
         return (self._first_bytes + self._recent_bytes
                 + (len(self._first) + len(self._recent)) * _ENTRY_HEADER_SIZE
@@ -363,9 +372,10 @@ cdef class HeadTailBuffer:
     cdef unsigned long long _spill_total
     cdef Py_ssize_t _spill_head_len
     cdef Py_ssize_t _spill_tail_len
-    # A buffer with highlight rules spills only its head until it is sealed.
-    cdef bint _spill_keeps_tail
     cdef _Scanner _scanner  # None without highlight rules
+    # While spilled with highlight rules: the scanner as it will be once the
+    # spilled tail has left the ring (see spill()).
+    cdef _Scanner _spill_scanner
 
     def __init__(self, head, tail, highlights=None):
         cdef Py_ssize_t head_cap = _shared.capacity(head, "head")
@@ -378,7 +388,7 @@ cdef class HeadTailBuffer:
         self._total = 0
         self._sealed = False
         self._spilled = False
-        self._spill_keeps_tail = False
+        self._spill_scanner = None
 
     def __dealloc__(self):
         PyMem_Free(self._head)
@@ -492,6 +502,10 @@ cdef class HeadTailBuffer:
         excess = self._ring_len + (size - to_head) - self._tail_cap
         if excess <= 0:
             return
+        if self._spill_scanner is not None:
+            # All of the spilled tail has now left the ring, before these bytes.
+            scanner = self._scanner = self._spill_scanner
+            self._spill_scanner = None
         if not scanner.head_done:
             # Eviction begins: the scanner first reads the rest of the head,
             # including the part this very append completes.
@@ -558,9 +572,6 @@ cdef class HeadTailBuffer:
         cdef Py_ssize_t tail_len = self._ring_len
         if not self._spilled:
             return self._total - <unsigned long long>(self._head_len + self._ring_len)
-        if self._spill_keeps_tail:
-            return self._total - <unsigned long long>(
-                self._spill_head_len + self._head_len + self._ring_len)
         # What the merge in unspill() will keep, worked out from counters.
         after = self._total - self._spill_total
         if after == <unsigned long long>(self._head_len + self._ring_len):
@@ -615,6 +626,13 @@ cdef class HeadTailBuffer:
         head, tail, total = self._parts()
         return _shared.read_from(head, tail, total, offset)
 
+    def view(self):
+        """``parts()`` and the highlights, read at one instant: ``(head, tail,
+        total, sealed, highlights, highlights_first, highlights_skipped,
+        dropped_lines)`` (the fields of ``journal.StreamView`` after its name)."""
+        head, tail, total, sealed, scanned = self._read(False)
+        return (head, tail, total, sealed) + _shared.view_of(self._scan_of(scanned))
+
     def parts(self):
         """``(head, tail, total, sealed)``, read at one instant."""
         sealed = bool(self._sealed)
@@ -637,30 +655,45 @@ cdef class HeadTailBuffer:
         The caller keeps the snapshot (in the store).  Appends go on into
         fresh storage; :meth:`unspill` with the same snapshot merges the two
         into exactly the buffer that never spilled.  Reads raise
-        StreamSpilled until then.  A buffer with highlight rules that is not
-        sealed releases only its head: its tail must stay to be scanned as
-        it leaves.
+        StreamSpilled until then.
         """
+        cdef _Scanner scanner = self._scanner
+        cdef _Scanner ahead = None
+        cdef unsigned long long seen
         if self._spilled:
             raise ValueError("this buffer is already spilled; unspill() it first")
-        cdef bint keeps_tail = self._scanner is not None and not self._sealed
-        if keeps_tail and not self._scanner.head_done:
-            self._scanner.feed(self._head + <Py_ssize_t>self._scanner.fed,
-                               self._head_len - <Py_ssize_t>self._scanner.fed, False)
+        if scanner is not None and not self._sealed:
+            if not scanner.head_done:
+                if self._ring_len:  # the head is full
+                    scanner.finish_head(self._head + <Py_ssize_t>scanner.fed,
+                                        self._head_len - <Py_ssize_t>scanner.fed)
+                else:
+                    scanner.feed(self._head + <Py_ssize_t>scanner.fed,
+                                 self._head_len - <Py_ssize_t>scanner.fed, False)
+            # The spilled tail leaves the ring while it is away if enough new
+            # bytes arrive, and must be scanned first: scan it now, into a
+            # copy that takes over only if that happens.  Building the copy
+            # runs Python code, so an append may slip in: then build it again.
+            while self._ring_len:
+                seen = self._total
+                ahead = _Scanner(scanner.rules, scanner.state())
+                tail = self._ring_bytes()
+                if seen != self._total:
+                    continue
+                ahead.feed(<const unsigned char *>PyBytes_AS_STRING(tail), len(tail), True)
+                if seen == self._total:
+                    break
         # _state switches to spilled storage the instant it has read it, before
         # any Python code could run, so no append can fall in between and be lost.
-        return _shared.encode_snapshot(self._state(1 if keeps_tail else 2))
+        return _shared.encode_snapshot(self._state(True, ahead))
 
-    cdef void _become_spilled(self, bint keeps_tail) noexcept:
-        self._spill_keeps_tail = keeps_tail
+    cdef void _become_spilled(self, _Scanner ahead) noexcept:
         self._spill_total = self._total
         self._spill_head_len = self._head_len
-        self._spill_tail_len = 0 if keeps_tail else self._ring_len
-        if keeps_tail:
-            self._release_head()
-        else:
-            self._release_storage()
+        self._spill_tail_len = self._ring_len
+        self._release_storage()
         self._spilled = True
+        self._spill_scanner = ahead
         self._head_cap = self._head_limit - self._spill_head_len
 
     def unspill(self, snapshot):
@@ -668,32 +701,34 @@ cdef class HeadTailBuffer:
         if not self._spilled:
             raise ValueError("this buffer is not spilled")
         base = _shared.spill_base(snapshot, self._head_limit, self._tail_cap)
-        cdef Py_ssize_t base_tail_len = 0 if self._spill_keeps_tail else len(base.tail)
-        if (base.total, len(base.head), base_tail_len) != (
+        if (base.total, len(base.head), len(base.tail)) != (
                 self._spill_total, self._spill_head_len, self._spill_tail_len):
             raise _shared.CorruptSnapshot(
                 "this snapshot is not the one this buffer spilled")
         cdef bytes base_head = base.head
-        cdef bytes base_tail = b"" if self._spill_keeps_tail else base.tail
+        cdef bytes base_tail = base.tail
         cdef bytes head, tail, merged_tail
         cdef unsigned long long after
+        cdef Py_ssize_t evicted
         # Atomic from here: only C-level bytes operations, no Python code.
         head = PyBytes_FromStringAndSize(<char *>self._head, self._head_len)
         tail = self._ring_bytes()
         after = self._total - self._spill_total
-        if self._spill_keeps_tail:
-            merged_tail = tail
-        elif after > <unsigned long long>(len(head) + len(tail)):
+        if after > <unsigned long long>(len(head) + len(tail)):
             merged_tail = tail  # the new part overflowed the ring by itself
         else:
             merged_tail = base_tail + tail
-            if len(merged_tail) > self._tail_cap:
-                merged_tail = merged_tail[len(merged_tail) - self._tail_cap:]
+            evicted = len(merged_tail) - self._tail_cap
+            if evicted > 0:
+                merged_tail = merged_tail[evicted:]
+                if self._spill_scanner is not None:
+                    self._scanner.feed(<const unsigned char *>PyBytes_AS_STRING(base_tail),
+                                       evicted, True)
         head = base_head + head
         total = self._total
         self._release_storage()
         self._spilled = False
-        self._spill_keeps_tail = False
+        self._spill_scanner = None
         self._head_cap = self._head_limit
         # Rebuilding never evicts (the tail fits), so the scanner sees nothing.
         self._append_raw(<const unsigned char *>PyBytes_AS_STRING(head), len(head))
@@ -725,12 +760,11 @@ cdef class HeadTailBuffer:
             return None
         return self._scanner.lines - self._scanner.head_lines if self._scanner.head_done else 0
 
-    cdef tuple _read(self, bint full, int release=0):
+    cdef tuple _read(self, bint full, bint release=False, _Scanner ahead=None):
         """Everything a reader needs, copied at one instant.
 
         Only bytes and ints are made until every field is copied (and, for
-        ``spill``, the storage released: 1 the head, 2 all of it), so no Python
-        code can run in between (see ``kept_blob``); the objects that can
+        ``spill``, the storage released), so no Python code can run in between (see ``kept_blob``); the objects that can
         start a collection are built afterwards.  ``full`` adds what a
         snapshot needs beyond what rendering needs."""
         cdef _Scanner scanner = self._scanner
@@ -757,7 +791,7 @@ cdef class HeadTailBuffer:
                 scanner._line_start, scanner._line_length, scanner._matched)
             first_closed, skipped = scanner._first_closed, scanner.skipped
         if release:
-            self._become_spilled(release == 1)
+            self._become_spilled(ahead)
         if scanner is None:
             return (head, tail, total, sealed, None)
         numbers = (fed, head_done, head_lines, lines, line_start, line_length, matched,
@@ -773,8 +807,8 @@ cdef class HeadTailBuffer:
         return _shared.scan_view(lines - head_lines if head_done else 0,
                                  entries[:first_count], entries[first_count:], skipped)
 
-    cdef object _state(self, int release=0):
-        head, tail, total, sealed, scanned = self._read(True, release)
+    cdef object _state(self, bint release=False, _Scanner ahead=None):
+        head, tail, total, sealed, scanned = self._read(True, release, ahead)
         scanner = None
         if scanned is not None:
             blob, first_count, carry, window, numbers = scanned
@@ -827,6 +861,8 @@ cdef class HeadTailBuffer:
 
     def __sizeof__(self):
         cdef Py_ssize_t held = 0 if self._scanner is None else self._scanner.held()
+        if self._spill_scanner is not None:
+            held += self._spill_scanner.held()
         return object.__sizeof__(self) + self._head_alloc + self._ring_alloc + held
 
     def __repr__(self):

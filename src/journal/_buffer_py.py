@@ -34,7 +34,7 @@ class HeadTailBuffer:
     __slots__ = (
         "_head_limit", "_head_cap", "_tail_cap", "_head", "_tail", "_total", "_sealed",
         "_lock", "_spilled", "_spill_total", "_spill_head_len", "_spill_tail_len",
-        "_spill_keeps_tail", "_scanner",
+        "_scanner", "_spill_scanner",
     )
 
     def __init__(
@@ -56,7 +56,9 @@ class HeadTailBuffer:
         self._spill_total = 0
         self._spill_head_len = 0
         self._spill_tail_len = 0
-        self._spill_keeps_tail = False
+        # While spilled with highlight rules: the scanner as it will be once
+        # the spilled tail has left the ring (see spill()).
+        self._spill_scanner: Optional[Scanner] = None
 
     def append(self, data: BytesLike) -> None:
         """Add ``data`` to the stream; raise StreamSealed once sealed."""
@@ -95,6 +97,9 @@ class HeadTailBuffer:
         excess = len(self._tail) + size - self._tail_cap
         if excess <= 0:
             return
+        if self._spill_scanner is not None:
+            # All of the spilled tail has now left the ring, before these bytes.
+            self._scanner, self._spill_scanner = self._spill_scanner, None
         scanner = self._scanner
         if not scanner.head_done:
             base = self._spill_head_len if self._spilled else 0
@@ -138,8 +143,6 @@ class HeadTailBuffer:
             resident = len(self._head) + len(self._tail)
             if not self._spilled:
                 return self._total - resident
-            if self._spill_keeps_tail:
-                return self._total - self._spill_head_len - resident
             tail_len = len(self._tail)
             if self._total - self._spill_total == resident:
                 tail_len = min(self._tail_cap, self._spill_tail_len + tail_len)
@@ -169,6 +172,16 @@ class HeadTailBuffer:
         offset = _shared.read_offset(offset)
         return _shared.read_from(*self._parts(), offset)
 
+    def view(self) -> tuple[object, ...]:
+        """``parts()`` and the highlights, read at one instant: ``(head, tail,
+        total, sealed, highlights, highlights_first, highlights_skipped,
+        dropped_lines)`` (the fields of ``journal.StreamView`` after its name)."""
+        with self._lock:
+            self._check_resident()
+            scan = self._scan()
+            parts = (bytes(self._head), bytes(self._tail), self._total, self._sealed)
+        return parts + _shared.view_of(scan)
+
     def parts(self) -> tuple[bytes, bytes, int, bool]:
         """``(head, tail, total, sealed)``, read at one instant."""
         with self._lock:
@@ -190,26 +203,33 @@ class HeadTailBuffer:
         The caller keeps the snapshot (in the store).  Appends go on into
         fresh storage; :meth:`unspill` with the same snapshot merges the two
         into exactly the buffer that never spilled.  Reads raise
-        StreamSpilled until then.  A buffer with highlight rules that is not
-        sealed releases only its head: its tail must stay to be scanned as
-        it leaves.
+        StreamSpilled until then.
         """
         with self._lock:
             if self._spilled:
                 raise ValueError("this buffer is already spilled; unspill() it first")
             scanner = self._scanner
-            keeps_tail = scanner is not None and not self._sealed
-            if keeps_tail and not scanner.head_done:
-                scanner.feed(self._head[scanner.fed :], emit=False)
+            if scanner is not None and not self._sealed:
+                # The spilled tail leaves the ring while it is away if enough
+                # new bytes arrive, and must be scanned first: scan it now,
+                # into a copy that takes over only if that happens.
+                if not scanner.head_done:
+                    rest_of_head = self._head[scanner.fed :]
+                    if self._tail:  # the head is full
+                        scanner.finish_head(rest_of_head)
+                    else:
+                        scanner.feed(rest_of_head, emit=False)
+                if self._tail:
+                    ahead = Scanner(scanner.rules, scanner.state())
+                    ahead.feed(self._tail)
+                    self._spill_scanner = ahead
             state = self._state()
             self._head = bytearray()
-            if not keeps_tail:
-                self._tail = bytearray()
+            self._tail = bytearray()
             self._spilled = True
-            self._spill_keeps_tail = keeps_tail
             self._spill_total = self._total
             self._spill_head_len = len(state.head)
-            self._spill_tail_len = 0 if keeps_tail else len(state.tail)
+            self._spill_tail_len = len(state.tail)
             self._head_cap = self._head_limit - len(state.head)
         return _shared.encode_snapshot(state)
 
@@ -220,23 +240,23 @@ class HeadTailBuffer:
                 raise ValueError("this buffer is not spilled")
         base = _shared.spill_base(snapshot, self._head_limit, self._tail_cap)
         with self._lock:
-            expected_tail = base.tail if self._spill_keeps_tail else b""
-            if (base.total, len(base.head), len(base.tail) - len(expected_tail)) != (
+            if (base.total, len(base.head), len(base.tail)) != (
                 self._spill_total, self._spill_head_len, self._spill_tail_len
             ):
                 raise _shared.CorruptSnapshot("this snapshot is not the one this buffer spilled")
-            if self._spill_keeps_tail:
-                merged_tail = bytes(self._tail)
-            elif self._total - self._spill_total > len(self._head) + len(self._tail):
+            if self._total - self._spill_total > len(self._head) + len(self._tail):
                 merged_tail = bytes(self._tail)  # the new part overflowed the ring by itself
             else:
                 merged_tail = base.tail + self._tail
-                if len(merged_tail) > self._tail_cap:
-                    merged_tail = merged_tail[len(merged_tail) - self._tail_cap :]
+                evicted = len(merged_tail) - self._tail_cap
+                if evicted > 0:
+                    merged_tail = merged_tail[evicted:]
+                    if self._spill_scanner is not None:
+                        self._scanner.feed(base.tail[:evicted])  # type: ignore[union-attr]
             self._head = bytearray(base.head) + self._head
             self._tail = bytearray(merged_tail)
             self._spilled = False
-            self._spill_keeps_tail = False
+            self._spill_scanner = None
             self._head_cap = self._head_limit
 
     @property
@@ -324,7 +344,7 @@ class HeadTailBuffer:
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __sizeof__(self) -> int:
-        held = 0 if self._scanner is None else self._scanner.held()
+        held = sum(scanner.held() for scanner in (self._scanner, self._spill_scanner) if scanner)
         return (object.__sizeof__(self) + sys.getsizeof(self._head) + sys.getsizeof(self._tail)
                 + held)
 

@@ -143,6 +143,12 @@ def scan_view(lines: int, first: list[bytes], recent: list[bytes], skipped: int)
     return Scan(lines, kept, len(first), skipped)
 
 
+def view_of(scan: Scan | None) -> tuple[tuple[Highlight, ...], int, int, int | None]:
+    if scan is None:
+        return ((), 0, 0, None)
+    return (tuple(scan.kept), scan.first_count, scan.skipped, scan.lines)
+
+
 def _middle(marker: object, dropped: int, scan: Scan | None, tail_length: int) -> bytes:
     if scan is None:
         return format_marker(DEFAULT_MARKER if marker is None else marker, dropped).encode("utf-8")

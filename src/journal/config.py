@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Optional
 
+from journal._highlights import DEFAULT_LINE_LIMIT, DEFAULT_PATTERNS, HighlightRules
 from journal.errors import ConfigError
 
 __all__ = ["JournalConfig"]
@@ -53,6 +54,17 @@ class JournalConfig:
     #: How often deadlines, leases and retention are enforced in the
     #: background; 0 disables the timer (call ``TaskJournal.sweep()`` yourself).
     sweep_interval: float = 1.0
+    #: Lines of the dropped middle kept when they contain one of these
+    #: (ASCII case-insensitive).  From the environment: ``error,fatal``.
+    highlight_patterns: tuple[str, ...] = DEFAULT_PATTERNS
+    #: Bytes of highlight lines kept per stream; 0 turns highlights off.
+    highlight_budget: int = 4096
+    #: Bytes kept of any one highlight line (at most half the budget).
+    highlight_line_limit: int = DEFAULT_LINE_LIMIT
+    #: Per-stream patterns overriding ``highlight_patterns``; an empty list
+    #: turns highlights off for that stream.  From the environment:
+    #: ``stderr=error|warning,stdin=``.
+    stream_highlights: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("head_bytes", "tail_bytes", "shards"):
@@ -67,10 +79,42 @@ class JournalConfig:
         if not isinstance(self.store_url, str) or "://" not in self.store_url:
             raise _error("store_url", f"must be a URL like 'memory://', got {self.store_url!r}")
         object.__setattr__(self, "stream_limits", _frozen_limits(self.stream_limits))
+        _check_int("highlight_budget", self.highlight_budget, minimum=0)
+        _check_int("highlight_line_limit", self.highlight_line_limit, minimum=1)
+        if 0 < self.highlight_budget < 2 * self.highlight_line_limit:
+            raise _error(
+                "highlight_budget",
+                f"must be 0 (off) or at least twice highlight_line_limit "
+                f"({self.highlight_line_limit}), got {self.highlight_budget}",
+            )
+        patterns = _pattern_tuple("highlight_patterns", self.highlight_patterns)
+        object.__setattr__(self, "highlight_patterns", patterns)
+        overrides = _frozen_highlights(self.stream_highlights)
+        object.__setattr__(self, "stream_highlights", overrides)
+        # Made once: every stream of every task shares these.
+        object.__setattr__(self, "_default_rules", self._rules("highlight_patterns", patterns))
+        object.__setattr__(self, "_stream_rules", {
+            stream: self._rules(f"stream_highlights[{stream!r}]", items)
+            for stream, items in overrides.items()
+        })
 
     def limits_for(self, stream: str) -> tuple[int, int]:
         """The ``(head, tail)`` capacities of a stream with this name."""
         return self.stream_limits.get(stream, (self.head_bytes, self.tail_bytes))
+
+    def highlights_for(self, stream: str) -> Optional[HighlightRules]:
+        """The highlight rules of a stream with this name, or None when off."""
+        rules: Optional[HighlightRules] = self._stream_rules.get(stream, self._default_rules)  # type: ignore[attr-defined]
+        return rules
+
+    def _rules(self, field: str, patterns: tuple[str, ...]) -> Optional[HighlightRules]:
+        if self.highlight_budget == 0 or not patterns:
+            return None
+        try:
+            return HighlightRules(patterns, self.highlight_budget, self.highlight_line_limit)
+        except ValueError as exc:
+            detail = f"{field}: {exc}" if "[" in field else str(exc)
+            raise _error(field.split("[")[0], detail) from None
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> JournalConfig:
@@ -122,16 +166,44 @@ def _frozen_limits(limits: object) -> Mapping[str, tuple[int, int]]:
     return MappingProxyType(frozen)
 
 
+def _pattern_tuple(name: str, patterns: object) -> tuple[str, ...]:
+    if isinstance(patterns, str) or not isinstance(patterns, (tuple, list)):
+        raise _error(name, f"must be a list of patterns, got {patterns!r}")
+    for item in patterns:
+        if not isinstance(item, str) or not item:
+            raise _error(name, f"has a bad pattern {item!r}")
+    return tuple(patterns)
+
+
+def _frozen_highlights(overrides: object) -> Mapping[str, tuple[str, ...]]:
+    if not isinstance(overrides, Mapping):
+        raise _error("stream_highlights", f"must map stream names to patterns, got {overrides!r}")
+    frozen = {}
+    for stream, patterns in overrides.items():
+        if not isinstance(stream, str) or not stream:
+            raise _error("stream_highlights", f"has a bad stream name {stream!r}")
+        frozen[stream] = _pattern_tuple(f"stream_highlights[{stream!r}]", patterns)
+    return MappingProxyType(frozen)
+
+
 def _parse_env(name: str, raw: str) -> Any:
     try:
         if name == "store_url":
             return raw
         if name == "memory_budget":
             return None if raw.lower() in ("", "none") else int(raw)
-        if name in ("head_bytes", "tail_bytes", "shards"):
+        if name in ("head_bytes", "tail_bytes", "shards", "highlight_budget",
+                    "highlight_line_limit"):
             return int(raw)
         if name == "stream_limits":
             return _parse_limits(raw)
+        if name == "highlight_patterns":
+            return tuple(_split(raw, ","))
+        if name == "stream_highlights":
+            return {
+                stream.strip(): tuple(_split(patterns, "|"))
+                for stream, _, patterns in (item.partition("=") for item in _split(raw, ","))
+            }
         return float(raw)
     except ValueError:
         raise _error(name, f"cannot parse {raw!r}") from None
@@ -144,3 +216,7 @@ def _parse_limits(raw: str) -> dict[str, tuple[int, int]]:
         head, _, tail = sizes.partition(":")
         limits[stream.strip()] = (int(head), int(tail))
     return limits
+
+
+def _split(raw: str, separator: str) -> list[str]:
+    return [part.strip() for part in raw.split(separator) if part.strip()]

@@ -270,7 +270,9 @@ class TaskJournal:
                         f"task {task_id!r} has ended ({task.status.name}); its stream "
                         f"{name!r} takes no more data: send output before finishing"
                     )
-                buf = self._buffer_class(*self.config.limits_for(name))
+                buf = self._buffer_class(
+                    *self.config.limits_for(name), self.config.highlights_for(name)
+                )
                 task.streams[name] = buf
                 task.checkpointed.setdefault(name, 0)
         return buf
@@ -435,7 +437,7 @@ class TaskJournal:
     def _record(self, task: Task) -> TaskRecord:
         if any(buf.spilled for buf in list(task.streams.values())):
             self._unspill(task)
-        views = {name: StreamView(name, *buf.parts()) for name, buf in list(task.streams.items())}
+        views = {name: StreamView(name, *buf.view()) for name, buf in list(task.streams.items())}
         return _record_from_row(task.row(), views, detached=task.detached_until is not None)
 
     # -- nodes -------------------------------------------------------------
@@ -603,8 +605,10 @@ class TaskJournal:
             spilled = []
             for name, buf in task.streams.items():
                 if not buf.spilled and len(buf):
-                    size = len(buf)
-                    spilled.append((name, buf, buf.spill(), size))
+                    before = len(buf)
+                    snapshot = buf.spill()
+                    # A stream with highlight rules keeps its tail until it ends.
+                    spilled.append((name, buf, snapshot, before - len(buf)))
             if not spilled:
                 return 0
             items = [(task.task_id, name, snapshot) for name, _, snapshot, _ in spilled]

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple, Optional, Union
 
 from journal import _buffer_shared as _shared
+from journal._highlights import Highlight
 from journal.lifecycle import TaskStatus
 
 __all__ = ["FollowChunk", "StreamView", "TaskRecord"]
@@ -22,6 +23,14 @@ class StreamView(NamedTuple):
     tail: bytes
     total: int  #: bytes ever appended
     sealed: bool
+    #: Lines kept from the dropped middle: the earliest, then the most recent.
+    highlights: tuple[Highlight, ...] = ()
+    #: How many of ``highlights`` are the earliest ones.
+    highlights_first: int = 0
+    #: Matching lines of the dropped middle the budget did not keep.
+    highlights_skipped: int = 0
+    #: Newlines in the dropped middle; None when the stream has no highlight rules.
+    dropped_lines: Optional[int] = None
 
     @property
     def dropped(self) -> int:
@@ -32,13 +41,21 @@ class StreamView(NamedTuple):
     def held(self) -> int:
         return len(self.head) + len(self.tail)
 
-    def render(self, marker: str = _shared.DEFAULT_MARKER) -> bytes:
-        """Head, then ``marker`` if bytes were dropped, then tail."""
-        return _shared.render(self.head, self.tail, self.total, marker)
+    def render(self, marker: Optional[str] = None) -> bytes:
+        """Head, then a marker and any highlight lines if bytes were dropped, then tail."""
+        return _shared.render(self.head, self.tail, self.total, marker, self._scan())
 
-    def text(self, marker: str = _shared.DEFAULT_MARKER) -> str:
+    def text(self, marker: Optional[str] = None) -> str:
         """``render()`` decoded as UTF-8, never splitting a character at a cut."""
-        return _shared.text(self.head, self.tail, self.total, marker)
+        return _shared.text(self.head, self.tail, self.total, marker, self._scan())
+
+    def _scan(self) -> Optional[_shared.Scan]:
+        if self.dropped_lines is None:
+            return None
+        return _shared.Scan(
+            self.dropped_lines, list(self.highlights), self.highlights_first,
+            self.highlights_skipped,
+        )
 
 
 class TaskRecord(NamedTuple):
