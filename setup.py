@@ -58,6 +58,7 @@ def extensions():
     ext = Extension(
         "journal._buffer",
         ["src/journal/_buffer.pyx"],
+        include_dirs=["src/journal"],  # _scan.h
         define_macros=[("CYTHON_TRACE", "1")] if trace else [],
     )
     return cythonize(

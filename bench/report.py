@@ -22,6 +22,8 @@ BASELINES = {
     "hot buffer": ("bytearray", "c"),
     "end to end": ("reviewed", "c"),
     "handle vs bare buffer": ("journal handle", "bare buffer"),
+    # off / on: the throughput with highlight rules, as a fraction of without.
+    "highlights": ("off", "on"),
 }
 
 

@@ -7,7 +7,7 @@ import threading
 import zlib
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference_model import reference_highlights
 
@@ -275,3 +275,62 @@ def test_threads_lose_no_highlight(buffer_cls):
     assert len(buf.highlights()) + buf.highlights_skipped + visible == 16 * 200
     assert buf.highlights_skipped == 0
     assert all(h.text.endswith(b"error") for h in buf.highlights())
+
+
+SCAN_PATHS = ["tables", "sse2", "ssse3", "avx2"]
+
+
+@pytest.fixture(params=SCAN_PATHS)
+def scan_path(request, both_buffer_classes):
+    """Every way the compiled scanner can find candidates on this CPU; a path
+    the CPU lacks falls back to the best it has, so it is skipped here."""
+    module = __import__(both_buffer_classes[0].__module__, fromlist=["_scan_path"])
+    if module._scan_path(request.param) != request.param:
+        module._scan_path("best")
+        pytest.skip(f"this CPU cannot run the {request.param} path")
+    yield request.param
+    module._scan_path("best")
+
+
+# Patterns that stress the candidate filter: one-byte patterns, '*' (which
+# folds like '\n' in the SSE2 and table filters), more patterns than Teddy
+# has buckets, and pairs split across 16- and 32-byte blocks.
+FILTER_PATTERN_SETS = [
+    ("e",), ("*",), ("a*b", "x"),
+    tuple(f"p{n}q" for n in range(12)),
+    ("error", "fatal", "exception", "traceback", "failed", "panic"),
+]
+FILTER_FRAGMENTS = FRAGMENTS + [b"*", b"\n*\n", b"p3q", b"P11Q", b"a*B", b"x" * 33, b"-" * 31]
+
+
+# The path stays set for all of a test's examples, so sharing it is sound.
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    patterns=st.sampled_from(FILTER_PATTERN_SETS), head=st.integers(0, 40),
+    tail=st.integers(0, 40),
+    parts=st.lists(st.lists(st.sampled_from(FILTER_FRAGMENTS), max_size=12).map(b"".join),
+                   max_size=30),
+)
+def test_every_scan_path_matches_the_model(scan_path, both_buffer_classes, patterns, head,
+                                           tail, parts):
+    rule = HighlightRules(patterns, budget=4096, line_limit=64)
+    compiled = both_buffer_classes[0](head, tail, rule)
+    data = b""
+    for part in parts:
+        compiled.append(part)
+        data += part
+    _check(compiled, data, head, tail, rule)
+
+
+def test_scan_paths_agree_on_a_large_log(scan_path, both_buffer_classes):
+    rule = HighlightRules(budget=1 << 20, line_limit=200)
+    lines = [b"gcc -c src/m%05d.c -o m%05d.o" % (n, n) for n in range(20_000)]
+    for n in range(0, 20_000, 997):
+        lines[n] = b"src/m%05d.c:3:1: ERROR: expected ';'" % n
+    data = b"\n".join(lines) + b"\n"
+    compiled = both_buffer_classes[0](1000, 1000, rule)
+    for start in range(0, len(data), 4093):
+        compiled.append(data[start : start + 4093])
+    _check(compiled, data, 1000, 1000, rule)
+    assert len(compiled.highlights()) == 20

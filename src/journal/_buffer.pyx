@@ -44,17 +44,135 @@ cdef unsigned char _FOLD[256]
 for _i in range(256):
     _FOLD[_i] = _i + 32 if 65 <= _i <= 90 else _i
 
-# Letters from most to least common in English text.  A pattern is looked
-# for by its rarest byte, so the scan stops to compare as seldom as it can.
-cdef bytes _LETTERS_BY_FREQUENCY = b"etaoinshrdlcumwfgypbvkjxqz"
+cdef extern from "_scan.h":
+    ctypedef struct tj_filter:
+        pass
+    void tj_filter_init(tj_filter *f) nogil
+    void tj_filter_set(tj_filter *f, int k, unsigned char a, unsigned char b, int single) nogil
+    unsigned int tj_candidates_at(const tj_filter *f, const unsigned char *data,
+                                  Py_ssize_t i, Py_ssize_t size) nogil
+    Py_ssize_t tj_next_candidate(const tj_filter *f, const unsigned char *data,
+                                 Py_ssize_t start, Py_ssize_t size, Py_ssize_t *newlines) nogil
+    Py_ssize_t tj_last_newline(const unsigned char *data, Py_ssize_t size) nogil
+    int tj_use_path(int path) nogil
 
 
-cdef int _rarity(unsigned char byte):
-    cdef int index
+_SCAN_PATHS = ("tables", "sse2", "ssse3", "avx2")
+tj_use_path(-1)
+
+
+def _scan_path(name=None):
+    """The way highlight candidates are found: ``"avx2"``, ``"ssse3"``,
+    ``"sse2"`` or ``"tables"``.  With ``name``, switch to it if this CPU can
+    (tests run every path); ``"best"`` goes back to the fastest.  Returns the
+    path in use."""
+    if name is not None:
+        tj_use_path(-1 if name == "best" else _SCAN_PATHS.index(name))
+    return _SCAN_PATHS[tj_use_path(-2)]
+
+
+# Rough frequency (percent) of bytes in English text and logs, to pick for
+# each pattern the byte pair the filter will see least often.
+cdef dict _LETTER_FREQUENCY = dict(zip(
+    b"etaoinshrdlcumwfgypbvkjxqz",
+    [12.7, 9.1, 8.2, 7.5, 7.0, 6.7, 6.3, 6.1, 6.0, 4.3, 4.0, 2.8, 2.8, 2.4, 2.4, 2.2, 2.0,
+     2.0, 1.9, 1.5, 1.0, 0.8, 0.15, 0.15, 0.1, 0.07]))
+cdef frozenset _COMMON_PAIRS = frozenset(
+    b"th he in er an re on at en nd ti es or te of ed is it al ar st to nt ng se ha as ou "
+    b"io le ve co me de hi ri ro ic ne ea ra ce li ch ll be ma si om ur".split())
+
+
+cdef double _frequency(int byte):
     if byte == 32:
-        return 0
-    index = _LETTERS_BY_FREQUENCY.find(bytes([_FOLD[byte]]))
-    return 1 + index if index >= 0 else 14
+        return 15.0
+    return _LETTER_FREQUENCY.get(_FOLD[byte], 1.0 if byte < 128 else 0.5)
+
+
+cdef Py_ssize_t _rarest_pair(bytes pattern):
+    cdef Py_ssize_t best = 0, at
+    cdef double score, best_score = -1.0
+    for at in range(len(pattern) - 1):
+        score = _frequency(pattern[at]) * _frequency(pattern[at + 1])
+        if pattern[at:at + 2] in _COMMON_PAIRS:
+            score *= 10.0
+        if best_score < 0 or score < best_score:
+            best, best_score = at, score
+    return best
+
+
+cdef class _Filter:
+    """The patterns of one HighlightRules, ready for the scan: shared by
+    every scanner with those rules, since the tables are a few kilobytes."""
+
+    cdef tj_filter table
+    cdef tuple patterns  # keeps the bytes the pointers below point into alive
+    cdef const unsigned char *pattern[32]
+    cdef Py_ssize_t length[32]
+    cdef Py_ssize_t offset[32]  # where in the pattern its filter pair starts
+    cdef int count
+    cdef Py_ssize_t window_size  # longest pattern - 1
+    cdef Py_ssize_t max_offset
+
+    def __cinit__(self, rules):
+        cdef int k
+        cdef bytes pattern
+        tj_filter_init(&self.table)
+        self.patterns = rules.patterns
+        self.count = len(self.patterns)
+        self.window_size = 0
+        self.max_offset = 0
+        for k in range(self.count):
+            pattern = self.patterns[k]
+            self.pattern[k] = <const unsigned char *>PyBytes_AS_STRING(pattern)
+            self.length[k] = len(pattern)
+            self.window_size = max(self.window_size, len(pattern) - 1)
+            if len(pattern) == 1:
+                self.offset[k] = 0
+                tj_filter_set(&self.table, k, pattern[0], 0, 1)
+            else:
+                self.offset[k] = _rarest_pair(pattern)
+                tj_filter_set(&self.table, k, pattern[self.offset[k]],
+                              pattern[self.offset[k] + 1], 0)
+            self.max_offset = max(self.max_offset, self.offset[k])
+
+    cdef Py_ssize_t find(self, const unsigned char *data, Py_ssize_t start,
+                         Py_ssize_t size, Py_ssize_t *newlines) noexcept:
+        """Where the first pattern match lying in data[start:size] begins, or
+        -1; adds to ``newlines`` the '\n' bytes before it (or in all of it)."""
+        cdef Py_ssize_t i = start, best = -1, at, seen = 0, seen_at_best = 0
+        cdef unsigned int mask
+        cdef int k
+        while True:
+            i = tj_next_candidate(&self.table, data, i, size, &seen)
+            # A candidate further on than this cannot begin before ``best``.
+            if i < 0 or (best >= 0 and i >= best + self.max_offset):
+                # Between a match's start and its pair there are only its
+                # own bytes, never a newline: the count at the pair holds.
+                newlines[0] += seen_at_best if best >= 0 else seen
+                return best
+            mask = tj_candidates_at(&self.table, data, i, size)
+            for k in range(self.count):
+                if mask & (1u << k):
+                    at = i - self.offset[k]
+                    if (at >= start and at + self.length[k] <= size
+                            and (best < 0 or at < best)
+                            and _equal_folded(data + at, self.pattern[k], self.length[k])):
+                        best = at
+                        seen_at_best = seen
+            seen += data[i] == 10
+            i += 1
+
+
+cdef dict _FILTERS = {}
+
+
+cdef _Filter _filter_for(rules):
+    cdef _Filter found = _FILTERS.get(rules)
+    if found is None:
+        if len(_FILTERS) >= 256:  # rules made on the fly: do not hoard them
+            _FILTERS.clear()
+        found = _FILTERS[rules] = _Filter(rules)
+    return found
 
 
 cdef inline bint _equal_folded(const unsigned char *data, const unsigned char *pattern,
@@ -72,53 +190,26 @@ cdef class _Scanner:
     run no Python code, so it needs no lock of its own."""
 
     cdef readonly object rules
-    cdef tuple _patterns  # keeps the bytes _pattern points into alive
-    cdef const unsigned char *_pattern[32]
-    cdef Py_ssize_t _length[32]
-    cdef Py_ssize_t _anchor[32]  # index of each pattern's rarest byte
-    cdef unsigned int _anchor_mask[256]  # bit k: this byte folds to pattern k's anchor
-    cdef int _count
-    cdef Py_ssize_t _window_size, _limit, _budget
+    cdef _Filter _filter
+    cdef Py_ssize_t _limit, _budget
     cdef readonly unsigned long long fed, head_lines, lines, skipped
     cdef readonly bint head_done
     cdef unsigned long long _line_start, _line_length
     cdef bint _matched, _first_closed
-    cdef unsigned char *_carry  # the current line's first bytes, _limit at most
-    cdef Py_ssize_t _carry_len
-    cdef unsigned char _window[64]  # its last bytes, _window_size at most
+    # The current line's first bytes (_limit at most), grown as needed:
+    # most lines are short, and a hub holds many scanners.
+    cdef unsigned char *_carry
+    cdef Py_ssize_t _carry_len, _carry_alloc
+    cdef unsigned char _window[64]  # its last bytes, _filter.window_size at most
     cdef Py_ssize_t _window_len
     cdef list _first, _recent
     cdef Py_ssize_t _first_bytes, _recent_bytes
 
     def __cinit__(self, rules, state=None):
-        cdef int k
-        cdef Py_ssize_t i, best
-        cdef const unsigned char *pattern
         self.rules = rules
-        self._patterns = rules.patterns
-        self._count = len(self._patterns)
+        self._filter = _filter_for(rules)
         self._limit = rules.line_limit
         self._budget = rules.budget
-        self._window_size = 0
-        for k in range(256):
-            self._anchor_mask[k] = 0
-        for k in range(self._count):
-            pattern = <const unsigned char *>PyBytes_AS_STRING(self._patterns[k])
-            self._pattern[k] = pattern
-            self._length[k] = PyBytes_GET_SIZE(self._patterns[k])
-            if self._length[k] - 1 > self._window_size:
-                self._window_size = self._length[k] - 1
-            best = 0
-            for i in range(self._length[k]):
-                if _rarity(pattern[i]) > _rarity(pattern[best]):
-                    best = i
-            self._anchor[k] = best
-            for i in range(256):
-                if _FOLD[i] == pattern[best]:
-                    self._anchor_mask[i] |= 1u << k
-        self._carry = <unsigned char *>PyMem_Malloc(self._limit)
-        if self._carry == NULL:
-            raise MemoryError()
         if state is None:
             state = _hl.ScannerState(rules, 0, False, 0, 0, 0, 0, False, b"", b"", (), False,
                                      (), 0)
@@ -129,8 +220,7 @@ cdef class _Scanner:
         self._line_start = state.line_start
         self._line_length = state.line_length
         self._matched = state.matched
-        self._carry_len = len(state.carry)
-        memcpy(self._carry, PyBytes_AS_STRING(state.carry), self._carry_len)
+        self._carry_add(<const unsigned char *>PyBytes_AS_STRING(state.carry), len(state.carry))
         self._window_len = len(state.window)
         memcpy(self._window, PyBytes_AS_STRING(state.window), self._window_len)
         self._first = list(state.first)
@@ -143,79 +233,108 @@ cdef class _Scanner:
     def __dealloc__(self):
         PyMem_Free(self._carry)
 
-    cdef bint _contains(self, const unsigned char *data, Py_ssize_t size) noexcept:
-        """Whether ``data`` holds a pattern, ASCII case-insensitively."""
-        cdef Py_ssize_t i, start
-        cdef unsigned int mask
-        cdef int k
-        for i in range(size):
-            mask = self._anchor_mask[data[i]]
-            if mask == 0:
-                continue
-            for k in range(self._count):
-                if mask & (1u << k):
-                    start = i - self._anchor[k]
-                    if (start >= 0 and start + self._length[k] <= size
-                            and _equal_folded(data + start, self._pattern[k], self._length[k])):
-                        return True
-        return False
-
-    cdef bint _line_contains(self, const unsigned char *data, Py_ssize_t size) noexcept:
-        """Whether the current line holds a pattern once ``data`` is added to it.
-
-        A pattern split across two scans starts in the window of the line's
-        last bytes: look across the join first, then in ``data`` alone."""
-        cdef unsigned char joined[128]
-        cdef Py_ssize_t taken = size if size < self._window_size else self._window_size
-        if self._window_len > 0 and taken > 0:
-            memcpy(joined, self._window, self._window_len)
-            memcpy(joined + self._window_len, data, taken)
-            if self._contains(joined, self._window_len + taken):
-                return True
-        return self._contains(data, size)
+    cdef void _carry_add(self, const unsigned char *data, Py_ssize_t size) noexcept:
+        cdef Py_ssize_t room = self._limit - self._carry_len, wanted
+        cdef void *grown
+        if size > room:
+            size = room
+        if size <= 0:
+            return
+        if self._carry_len + size > self._carry_alloc:
+            wanted = max(64, self._carry_alloc * 2, self._carry_len + size)
+            wanted = min(wanted, self._limit)
+            grown = PyMem_Realloc(self._carry, wanted)
+            if grown == NULL:
+                return  # the line is kept shorter, as if it were cut
+            self._carry = <unsigned char *>grown
+            self._carry_alloc = wanted
+        memcpy(self._carry + self._carry_len, data, size)
+        self._carry_len += size
 
     cdef void _slide_window(self, const unsigned char *data, Py_ssize_t size) noexcept:
-        cdef Py_ssize_t keep
-        if size >= self._window_size:
-            memcpy(self._window, data + size - self._window_size, self._window_size)
-            self._window_len = self._window_size
+        cdef Py_ssize_t keep, window_size = self._filter.window_size
+        if size >= window_size:
+            memcpy(self._window, data + size - window_size, window_size)
+            self._window_len = window_size
             return
-        keep = self._window_size - size
+        keep = window_size - size
         if keep > self._window_len:
             keep = self._window_len
         memmove(self._window, self._window + self._window_len - keep, keep)
         memcpy(self._window + keep, data, size)
         self._window_len = keep + size
 
+    cdef inline void _extend(self, const unsigned char *data, Py_ssize_t size) noexcept:
+        """The current line goes on with ``size`` more bytes."""
+        if self._carry_len < self._limit:
+            self._carry_add(data, size)
+        self._line_length += <unsigned long long>size
+        self._slide_window(data, size)
+
+    cdef inline void _new_line(self, unsigned long long start) noexcept:
+        self._line_start = start
+        self._line_length = 0
+        self._matched = False
+        self._carry_len = 0
+        self._window_len = 0
+
+    cdef void _pass_over(self, const unsigned char *data, Py_ssize_t start,
+                         Py_ssize_t end, Py_ssize_t newlines) noexcept:
+        """data[start:end], with ``newlines`` '\n' bytes, holds no match:
+        count its lines, keep nothing."""
+        cdef Py_ssize_t last
+        if newlines == 0:
+            self._extend(data + start, end - start)
+            return
+        last = start + tj_last_newline(data + start, end - start)
+        self.lines += <unsigned long long>newlines
+        self._new_line(self.fed + <unsigned long long>(last + 1))
+        self._extend(data + last + 1, end - last - 1)
+
     cdef void feed(self, const unsigned char *data, Py_ssize_t size, bint emit) noexcept:
-        """Scan the next ``size`` bytes of the stream; keep matching lines when ``emit``."""
-        cdef Py_ssize_t position = 0, end, segment, room
+        """Scan the next ``size`` bytes of the stream; keep matching lines when ``emit``.
+
+        The filter finds the next match; everything before its line is only
+        counted, so a stretch without matches costs a pass of the filter and
+        one of the newline count."""
+        cdef Py_ssize_t position = 0, end, found, reach, newlines = 0
         cdef const unsigned char *newline
+        cdef unsigned char joined[128]
+        if size <= 0:
+            return
+        if not self._matched and self._window_len > 0:
+            # A match may begin in the bytes the line had before these.
+            reach = min(size, self._filter.window_size)
+            newline = <const unsigned char *>memchr(data, 10, reach)
+            if newline != NULL:
+                reach = newline - data
+            memcpy(joined, self._window, self._window_len)
+            memcpy(joined + self._window_len, data, reach)
+            if self._filter.find(joined, 0, self._window_len + reach, &newlines) >= 0:
+                self._matched = True
         while position < size:
-            newline = <const unsigned char *>memchr(data + position, 10, size - position)
-            end = newline - data if newline != NULL else size
-            segment = end - position
-            if not self._matched:
-                self._matched = self._line_contains(data + position, segment)
-            room = self._limit - self._carry_len
-            if room > segment:
-                room = segment
-            if room > 0:
-                memcpy(self._carry + self._carry_len, data + position, room)
-                self._carry_len += room
-            self._line_length += <unsigned long long>segment
-            if newline == NULL:
-                self._slide_window(data + position, segment)
+            if self._matched:
+                newline = <const unsigned char *>memchr(data + position, 10, size - position)
+                if newline == NULL:
+                    self._extend(data + position, size - position)
+                    break
+                end = newline - data
+                self._extend(data + position, end - position)
+                if emit:
+                    self._keep()
+                self.lines += 1
+                self._new_line(self.fed + <unsigned long long>(end + 1))
+                position = end + 1
+                continue
+            newlines = 0
+            found = self._filter.find(data, position, size, &newlines)
+            if found < 0:
+                self._pass_over(data, position, size, newlines)
                 break
-            if self._matched and emit:
-                self._keep()
-            self.lines += 1
-            self._line_start = self.fed + <unsigned long long>(end + 1)
-            self._line_length = 0
-            self._matched = False
-            self._carry_len = 0
-            self._window_len = 0
-            position = end + 1
+            # Up to the match: lines without one, then the start of its line.
+            self._pass_over(data, position, found, newlines)
+            self._matched = True
+            position = found
         self.fed += <unsigned long long>size
 
     cdef void finish_head(self, const unsigned char *data, Py_ssize_t size) noexcept:
@@ -294,7 +413,7 @@ cdef class _Scanner:
     cdef Py_ssize_t held(self):
         return (self._first_bytes + self._recent_bytes
                 + (len(self._first) + len(self._recent)) * _ENTRY_HEADER_SIZE
-                + self._limit + sizeof(self._window))
+                + self._carry_alloc + sizeof(self._window))
 
 
 cdef Py_ssize_t _ENTRY_HEADER_SIZE = 16  # _highlights.ENTRY_HEADER: two u64, little-endian
