@@ -42,8 +42,29 @@ def load(path: str) -> dict[str, dict[str, float]]:
         data = json.load(handle)
     groups: dict[str, dict[str, float]] = defaultdict(dict)
     for bench in data["benchmarks"]:
+        if "errors_total" in bench.get("extra_info", {}):
+            continue  # fidelity: see fidelity_table()
         groups[bench["group"]][_impl(bench)] = _per_op(bench)
     return groups
+
+
+def fidelity_table(path: str) -> str:
+    """Error lines of each tool's log shown by a 40 KB render, per layout."""
+    with open(path) as handle:
+        data = json.load(handle)
+    rows = ["| log | layout | log size | error lines shown | append + render |",
+            "|---|---|---|---|---|"]
+    for bench in sorted(data["benchmarks"], key=lambda b: b["name"]):
+        info = bench.get("extra_info", {})
+        if "errors_total" not in info:
+            continue
+        tool, layout = re.search(r"\[(.*)-([^-\]]+)\]$", bench["name"]).groups()
+        rows.append(
+            f"| {tool} | {layout} | {info['log_bytes'] / 1e6:.2f} MB | "
+            f"{info['errors_shown']} of {info['errors_total']} | "
+            f"{bench['stats']['min'] * 1e3:.2f} ms |"
+        )
+    return "\n".join(rows) if len(rows) > 2 else ""
 
 
 def _ns(seconds: float) -> str:
@@ -75,3 +96,7 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python bench/report.py BENCH.json")
     print(table(load(sys.argv[1])))
+    fidelity = fidelity_table(sys.argv[1])
+    if fidelity:
+        print()
+        print(fidelity)

@@ -52,35 +52,73 @@ class Scanner:
         self.head_lines = self.lines
 
     def feed(self, data: BytesLike, emit: bool = True) -> None:
-        """Scan the next bytes of the stream; keep matching lines when ``emit``."""
+        """Scan the next bytes of the stream; keep matching lines when ``emit``.
+
+        As in the compiled scanner, the next match is searched for and the
+        lines before it are only counted."""
         data = bytes(data)
-        limit = self.rules.line_limit
-        position = 0
+        # Patterns are folded already; bytes.lower() folds the text the same
+        # way, and ``bytes.find`` is a fast search where a regex is not.
+        folded = data.lower()
         size = len(data)
+        if not self._matched and self._window:
+            # A match may begin in the bytes the line had before these.
+            reach = min(size, self._window_size)
+            newline = data.find(b"\n", 0, reach)
+            joined = (self._window + folded[: reach if newline < 0 else newline]).lower()
+            self._matched = any(pattern in joined for pattern in self._patterns)
+        position = 0
         while position < size:
-            newline = data.find(b"\n", position)
-            end = size if newline < 0 else newline
-            segment = data[position:end]
-            joined = self._window + segment
-            if not self._matched:
-                folded = joined.lower()
-                self._matched = any(p in folded for p in self._patterns)
-            if len(self._carry) < limit:
-                self._carry += segment[: limit - len(self._carry)]
-            self._line_length += len(segment)
-            if newline < 0:
-                self._window = joined[-self._window_size :] if self._window_size else b""
+            if self._matched:
+                newline = data.find(b"\n", position)
+                if newline < 0:
+                    self._extend(data[position:])
+                    break
+                self._extend(data[position:newline])
+                if emit:
+                    self._keep()
+                self.lines += 1
+                self._new_line(self.fed + newline + 1)
+                position = newline + 1
+                continue
+            found = self._find(folded, position)
+            if found < 0:
+                self._pass_over(data, position, size)
                 break
-            if self._matched and emit:
-                self._keep()
-            self.lines += 1
-            self._line_start = self.fed + newline + 1
-            self._line_length = 0
-            self._matched = False
-            self._carry = bytearray()
-            self._window = b""
-            position = newline + 1
+            self._pass_over(data, position, found)  # lines without a match
+            self._matched = True
+            position = found
         self.fed += size
+
+    def _find(self, folded: bytes, start: int) -> int:
+        hits = [at for at in (folded.find(p, start) for p in self._patterns) if at >= 0]
+        return min(hits) if hits else -1
+
+    def _extend(self, segment: bytes) -> None:
+        """The current line goes on with ``segment``."""
+        limit = self.rules.line_limit
+        if len(self._carry) < limit:
+            self._carry += segment[: limit - len(self._carry)]
+        self._line_length += len(segment)
+        if self._window_size:
+            self._window = (self._window + segment)[-self._window_size :]
+
+    def _new_line(self, start: int) -> None:
+        self._line_start = start
+        self._line_length = 0
+        self._matched = False
+        self._carry = bytearray()
+        self._window = b""
+
+    def _pass_over(self, data: bytes, start: int, end: int) -> None:
+        """data[start:end] holds no match: count its lines, keep nothing."""
+        last = data.rfind(b"\n", start, end)
+        if last < 0:
+            self._extend(data[start:end])
+            return
+        self.lines += data.count(b"\n", start, end)
+        self._new_line(self.fed + last + 1)
+        self._extend(data[last + 1 : end])
 
     def _keep(self) -> None:
         text = _hl.kept_text(bytes(self._carry), self._line_length)
