@@ -253,3 +253,21 @@ def test_records_show_the_highlights_of_the_dropped_middle(make_journal):
     quiet = journal.get("t").streams["quiet"]
     assert quiet.highlights == () and quiet.dropped_lines is None
     assert "fatal" not in quiet.text()
+
+
+def test_a_failed_builds_first_error_in_the_middle_of_10_mb_is_in_its_record(make_journal):
+    journal = make_journal()  # default limits and highlight rules
+    journal.register("build", "node-1")
+    out = journal.stream("build")
+    line = b"cc -O2 -c src/module_%06d.c -o build/module_%06d.o\n"
+    for n in range(100_000):
+        out.append(line % (n, n))
+    out.append(b"src/parser.c:412:9: error: 'tokn' undeclared (first use in this function)\n")
+    for n in range(100_000, 200_000):
+        out.append(line % (n, n))
+    journal.fail("build", "exit status 1")
+    view = journal.get("build").streams["stdout"]
+    assert view.total > 10_000_000
+    text = view.text()
+    assert "[line 100001] src/parser.c:412:9: error: 'tokn' undeclared" in text
+    assert len(text) < 45_000
