@@ -271,3 +271,15 @@ def test_a_failed_builds_first_error_in_the_middle_of_10_mb_is_in_its_record(mak
     text = view.text()
     assert "[line 100001] src/parser.c:412:9: error: 'tokn' undeclared" in text
     assert len(text) < 45_000
+
+
+def test_a_failed_task_can_keep_a_result(make_journal):
+    journal = make_journal()
+    journal.register("t", "n")
+    record = journal.fail("t", "exit status 2", result={"exit_code": 2})
+    assert (record.status, record.error, record.result) == (TaskStatus.FAILED, "exit status 2", {"exit_code": 2})
+    assert journal.get("t").result == {"exit_code": 2}
+    journal.register("u", "n")
+    with pytest.raises(InvalidArgument):
+        journal.fail("u", "x", result=object())
+    assert journal.get("u").status is TaskStatus.PENDING  # the bad result changed nothing

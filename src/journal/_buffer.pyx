@@ -484,6 +484,7 @@ cdef class HeadTailBuffer:
     cdef Py_ssize_t _ring_len
     cdef Py_ssize_t _ring_alloc
     cdef unsigned long long _total
+    cdef unsigned long long _appends  # calls to append() on this object, for metrics
     cdef bint _sealed
     # While spilled, the storage holds only what came after the spill; the
     # spilled part (in the store) had this total, head and tail length.
@@ -505,6 +506,7 @@ cdef class HeadTailBuffer:
         self._head_limit = self._head_cap = head_cap
         self._tail_cap = tail_cap
         self._total = 0
+        self._appends = 0
         self._sealed = False
         self._spilled = False
         self._spill_scanner = None
@@ -652,6 +654,7 @@ cdef class HeadTailBuffer:
         if PyBytes_CheckExact(data):
             self._append_raw(<const unsigned char *>PyBytes_AS_STRING(data),
                              PyBytes_GET_SIZE(data))
+            self._appends += 1
             return
         try:
             PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
@@ -660,6 +663,7 @@ cdef class HeadTailBuffer:
             raise
         try:
             self._append_raw(<const unsigned char *>view.buf, view.len)
+            self._appends += 1
         finally:
             PyBuffer_Release(&view)
 
@@ -683,6 +687,11 @@ cdef class HeadTailBuffer:
     def total(self):
         """Bytes ever appended."""
         return self._total
+
+    @property
+    def appends(self):
+        """Calls to ``append`` on this object (not carried by snapshots)."""
+        return self._appends
 
     @property
     def dropped(self):

@@ -34,7 +34,7 @@ class HeadTailBuffer:
     __slots__ = (
         "_head_limit", "_head_cap", "_tail_cap", "_head", "_tail", "_total", "_sealed",
         "_lock", "_spilled", "_spill_total", "_spill_head_len", "_spill_tail_len",
-        "_scanner", "_spill_scanner",
+        "_scanner", "_spill_scanner", "_appends",
     )
 
     def __init__(
@@ -48,6 +48,7 @@ class HeadTailBuffer:
         # bytearray deletes from its front in O(1), which makes it a fine ring.
         self._tail = bytearray()
         self._total = 0
+        self._appends = 0
         self._sealed = False
         self._lock = threading.Lock()
         # See the compiled class: while spilled, storage holds only what came
@@ -69,6 +70,7 @@ class HeadTailBuffer:
                 data = _byte_view(data)
             size = len(data)
             self._total += size
+            self._appends += 1
             room = self._head_cap - len(self._head)
             if room > 0:
                 if size <= room:
@@ -135,6 +137,11 @@ class HeadTailBuffer:
     def total(self) -> int:
         """Bytes ever appended."""
         return self._total
+
+    @property
+    def appends(self) -> int:
+        """Calls to ``append`` on this object (not carried by snapshots)."""
+        return self._appends
 
     @property
     def dropped(self) -> int:

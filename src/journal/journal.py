@@ -27,7 +27,7 @@ from journal.errors import (
     WaitTimeout,
 )
 from journal.lifecycle import TaskStatus, check_transition
-from journal.records import FollowChunk, Result, StreamView, TaskRecord
+from journal.records import FollowChunk, Result, StreamView, TaskRecord, record_from_row
 from journal.registry import ShardedRegistry
 from journal.store import StoredTask, TaskRow, open_store
 from journal.validation import (
@@ -89,6 +89,8 @@ class TaskJournal:
         self._closed = False
         self._store_errors = 0
         self._last_store_error: Optional[str] = None
+        #: When the streams were last all written to the store (durable stores).
+        self._checkpointed_at: Optional[float] = None
         self._store = open_store(store_url or self.config.store_url)
         if self.config.memory_budget is not None and not self._store.durable:
             self._store.close()
@@ -197,9 +199,11 @@ class TaskJournal:
         stored = encode_result(task_id, result)
         return self._transition(task_id, TaskStatus.COMPLETED, result=stored)
 
-    def fail(self, task_id: str, error: object) -> TaskRecord:
-        """-> FAILED; ``error`` is a message or an exception."""
-        return self._transition(task_id, TaskStatus.FAILED, error=describe(error))
+    def fail(self, task_id: str, error: object, result: Result = None) -> TaskRecord:
+        """-> FAILED; ``error`` is a message or an exception, ``result`` what
+        the task still returned (an exit code, say), as for :meth:`complete`."""
+        stored = encode_result(task_id, result)
+        return self._transition(task_id, TaskStatus.FAILED, error=describe(error), result=stored)
 
     def cancel(self, task_id: str, reason: Optional[str] = None) -> TaskRecord:
         """-> CANCELLED, with an optional reason."""
@@ -394,7 +398,7 @@ class TaskJournal:
         """Records of the tasks the journal holds, newest first, without streams."""
         value = None if status is None else TaskStatus(status).value
         return [
-            _record_from_row(row, {})
+            record_from_row(row, {})
             for row in self._store.list_tasks(status=value, node_id=node_id, limit=limit)
         ]
 
@@ -403,11 +407,14 @@ class TaskJournal:
 
         ``bytes_resident`` is stream data in memory (what ``memory_budget``
         bounds), ``bytes_spilled`` kept only in the store;
-        ``bytes_checkpointed`` of ``bytes_written`` are durable.
+        ``bytes_checkpointed`` of ``bytes_written`` are durable, and
+        ``checkpoint_age`` is the seconds since every stream last was (None
+        before the first checkpoint, and on memory://).  ``appends`` counts
+        the append calls this process has made to the streams it holds.
         """
         by_status = {status.value: 0 for status in TaskStatus}
         by_status.update(self._store.count_by_status())
-        streams = resident = held = dropped = written = checkpointed = 0
+        streams = resident = held = dropped = written = checkpointed = appends = 0
         for task in self._tasks.values():
             for name, buf in list(task.streams.items()):
                 streams += 1
@@ -417,6 +424,7 @@ class TaskJournal:
                 held += total - lost
                 dropped += lost
                 written += total
+                appends += buf.appends
                 checkpointed += min(task.checkpointed.get(name, 0), total)
         return {
             "tasks": sum(by_status.values()),
@@ -429,6 +437,9 @@ class TaskJournal:
             "bytes_dropped": dropped,
             "bytes_written": written,
             "bytes_checkpointed": checkpointed,
+            "appends": appends,
+            "checkpoint_age": None if self._checkpointed_at is None
+            else max(0.0, self._clock() - self._checkpointed_at),
             "nodes": len(self._node_seen),
             "store_errors": self._store_errors,
             "last_store_error": self._last_store_error,
@@ -438,7 +449,7 @@ class TaskJournal:
         if any(buf.spilled for buf in list(task.streams.values())):
             self._unspill(task)
         views = {name: StreamView(name, *buf.view()) for name, buf in list(task.streams.items())}
-        return _record_from_row(task.row(), views, detached=task.detached_until is not None)
+        return record_from_row(task.row(), views, detached=task.detached_until is not None)
 
     # -- nodes -------------------------------------------------------------
 
@@ -528,7 +539,10 @@ class TaskJournal:
         """
         if not self._store.durable:
             return 0
+        started, errors = self._clock(), self._store_errors
         written = self._checkpoint_tasks(list(self._tasks.values()))
+        if self._store_errors == errors:
+            self._checkpointed_at = started
         if self.config.memory_budget is not None:
             self._enforce_budget(self.config.memory_budget)
         return written
@@ -693,6 +707,18 @@ class TaskJournal:
         finally:
             self._store.close()
 
+    def abandon(self) -> None:
+        """Drop this journal the way a crash would: stop its background
+        thread and release the store, writing nothing more (no final
+        checkpoint).  For restart drills (``taskjournal simulate
+        --restart-at``); a hub that shuts down calls :meth:`close`."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._maintenance is not None:
+            self._maintenance.stop()
+        self._store.close()
+
     def __enter__(self) -> TaskJournal:
         return self
 
@@ -701,20 +727,3 @@ class TaskJournal:
 
     def __repr__(self) -> str:
         return f"<TaskJournal {self.store_url} tasks in memory={len(self._tasks)}>"
-
-
-def _record_from_row(row: TaskRow, views: dict[str, StreamView], detached: bool = False) -> TaskRecord:
-    return TaskRecord(
-        task_id=row.task_id,
-        node_id=row.node_id,
-        status=TaskStatus(row.status),
-        result=decode_result(row.result),
-        error=row.error,
-        meta=decode_result(row.meta_json),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        finished_at=row.finished_at,
-        deadline=row.deadline,
-        detached=detached,
-        streams=MappingProxyType(views),
-    )

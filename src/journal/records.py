@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple, Optional, Union
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Union
 
 from journal import _buffer_shared as _shared
 from journal._highlights import Highlight
 from journal.lifecycle import TaskStatus
+from journal.validation import decode_result
 
-__all__ = ["FollowChunk", "StreamView", "TaskRecord"]
+if TYPE_CHECKING:
+    from journal.store.base import TaskRow
+
+__all__ = ["FollowChunk", "StreamView", "TaskRecord", "record_from_row"]
 
 #: What a task's result can be: anything JSON can carry, or raw bytes.
 Result = Union[None, bool, int, float, str, list, dict, bytes]
@@ -40,6 +45,11 @@ class StreamView(NamedTuple):
     @property
     def held(self) -> int:
         return len(self.head) + len(self.tail)
+
+    def read_from(self, offset: int) -> tuple[int, bytes]:
+        """Held bytes from stream position ``offset`` on, as
+        ``HeadTailBuffer.read_from`` gives them: ``(position, data)``."""
+        return _shared.read_from(self.head, self.tail, self.total, _shared.read_offset(offset))
 
     def render(self, marker: Optional[str] = None) -> bytes:
         """Head, then a marker and any highlight lines if bytes were dropped, then tail."""
@@ -91,3 +101,21 @@ class FollowChunk(NamedTuple):
     offset: int
     #: Bytes dropped just before ``data`` that could not be delivered.
     skipped: int
+
+
+def record_from_row(row: TaskRow, views: dict[str, StreamView], detached: bool = False) -> TaskRecord:
+    """The record of a stored task row and the views of its streams."""
+    return TaskRecord(
+        task_id=row.task_id,
+        node_id=row.node_id,
+        status=TaskStatus(row.status),
+        result=decode_result(row.result),
+        error=row.error,
+        meta=decode_result(row.meta_json),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+        deadline=row.deadline,
+        detached=detached,
+        streams=MappingProxyType(views),
+    )

@@ -84,4 +84,8 @@ class Store(Protocol):
     def check(self) -> list[str]:
         """Integrity problems found; empty when sound."""
 
+    def repair(self) -> None:
+        """Fix the problems ``check`` finds that can be fixed without losing
+        anything a reader could still use."""
+
     def close(self) -> None: ...

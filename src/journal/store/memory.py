@@ -95,5 +95,8 @@ class MemoryStore:
     def check(self) -> list[str]:
         return []
 
+    def repair(self) -> None:
+        pass
+
     def close(self) -> None:
         pass

@@ -70,6 +70,8 @@ _SCHEMA = (
 _MIGRATIONS: dict[int, tuple[str, ...]] = {}
 
 _COLUMNS = "task_id, node_id, status, meta_json, result, error, created_at, updated_at, finished_at, deadline"
+# Stream rows whose task row is gone.
+_ORPHANS = "FROM streams WHERE task_id NOT IN (SELECT task_id FROM tasks)"
 _INSERT_TASK = f"INSERT INTO tasks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 _UPSERT_TASK = f"INSERT OR REPLACE INTO tasks ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 _UPSERT_STREAM = "INSERT OR REPLACE INTO streams (task_id, name, snapshot) VALUES (?,?,?)"
@@ -281,9 +283,19 @@ class SQLiteStore:
         return count
 
     def check(self) -> list[str]:
-        """SQLite's integrity check; an empty list means the file is sound."""
+        """SQLite's integrity check, and stream rows whose task is gone (a
+        crash between the writes of a removal can leave them); an empty list
+        means the file is sound."""
         problems = [row[0] for row in self._read("PRAGMA integrity_check")]
-        return [] if problems == ["ok"] else problems
+        problems = [] if problems == ["ok"] else problems
+        for task_id, name in self._read(f"SELECT task_id, name {_ORPHANS}"):
+            problems.append(f"stream {name!r} of task {task_id!r} has no task row")
+        return problems
+
+    def repair(self) -> None:
+        """Fix what is safe to fix: rebuild the indexes and drop stream rows
+        of tasks that no longer exist.  Rows of live tasks are never touched."""
+        self._write([("REINDEX", ()), (f"DELETE {_ORPHANS}", ())])
 
     def close(self) -> None:
         if self._writer is not None:

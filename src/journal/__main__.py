@@ -1,0 +1,5 @@
+"""``python -m journal``: the same as the ``taskjournal`` command."""
+
+from journal.cli import main
+
+main()

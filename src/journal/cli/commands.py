@@ -1,0 +1,363 @@
+"""The ``taskjournal`` commands (click), over JournalInspector and the simulation."""
+
+from __future__ import annotations
+
+import functools
+import json
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, Optional, TypeVar
+
+import click
+
+from journal import __version__
+from journal.buffer import IMPLEMENTATION
+from journal.cli.output import Output, size, when
+from journal.cli.simulate import Settings, Simulation
+from journal.config import JournalConfig
+from journal.errors import JournalError
+from journal.inspect import JournalInspector
+from journal.records import TaskRecord
+
+DEFAULT_STORE = "sqlite:///journal.db"
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+store_option = click.option(
+    "--store", "store_url", default=DEFAULT_STORE, show_default=True, envvar="JOURNAL_STORE_URL",
+    help="The journal's store URL (or JOURNAL_STORE_URL).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def _one_line_errors(command: _F) -> _F:
+    """A journal error ends the command with one line on stderr, never a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except JournalError as exc:
+            click.echo(f"taskjournal: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("taskjournal: interrupted", err=True)
+            sys.exit(130)
+
+    return run  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="taskjournal",
+                      message=f"%(prog)s %(version)s (buffer: {IMPLEMENTATION})")
+def cli() -> None:
+    """Look into a task journal, or watch one carry a simulated mesh."""
+
+
+@cli.command()
+@click.option("--nodes", default=100, show_default=True, help="Simulated nodes.")
+@click.option("--tasks", default=1000, show_default=True, help="Tasks to run.")
+@click.option("--store", "store_url", default=DEFAULT_STORE, show_default=True,
+              help="Where the journal is kept.")
+@click.option("--restart-at", type=click.FloatRange(0, 100, min_open=True, max_open=True),
+              default=None, metavar="PERCENT",
+              help="Crash and reopen the hub's journal when this share of tasks has finished.")
+@click.option("--silent", default=2, show_default=True,
+              help="Nodes that go quiet in their last task (their tasks must end LOST).")
+@click.option("--rate", default=0.0, show_default=True, metavar="KB/S",
+              help="Output rate of each node; 0 streams as fast as the journal takes it.")
+@click.option("--lease", "lease_timeout", default=2.0, show_default=True, metavar="SECONDS",
+              help="Lease of a node that stops streaming.")
+@click.option("--seed", default=1, show_default=True, help="Seed of the workload.")
+@json_option
+@_one_line_errors
+def simulate(nodes: int, tasks: int, store_url: str, restart_at: Optional[float], silent: int,
+             rate: float, lease_timeout: float, seed: int, as_json: bool) -> None:
+    """Run a simulated mesh of nodes streaming build and test output through
+    the journal, then report what it cost and that nothing was lost."""
+    out = Output(as_json)
+    settings = Settings(nodes=nodes, tasks=tasks, store_url=store_url, restart_at=restart_at,
+                        silent=silent, rate_kbps=rate, seed=seed, lease_timeout=lease_timeout,
+                        run_id=f"sim-{secrets.token_hex(3)}")
+    try:
+        settings.check()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    with _progress(out, tasks) as progress:
+        summary = Simulation(settings, progress).run()
+    if as_json:
+        out.json(summary)
+        return
+    _print_summary(out, summary)
+    if summary["lost"] != summary["lost_expected"] or summary["bytes_missing"]:
+        sys.exit(1)
+
+
+class _progress:
+    """A live bar on a terminal; a line per tenth of the tasks in a pipe."""
+
+    def __init__(self, out: Output, total: int) -> None:
+        self.out, self.total = out, total
+        self._bar: Any = None
+        self._last_tenth = -1
+        self._last_note = ""
+
+    def __enter__(self) -> Callable[[int, int, str], None]:
+        if self.out.terminal and not self.out.as_json:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("[bold]simulate"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.description}"),
+                                 console=self.out.console, transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task("", total=self.total)
+        return self.update
+
+    def update(self, done: int, total: int, note: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, description=note)
+            return
+        if self.out.as_json:
+            return
+        tenth = done * 10 // max(total, 1)
+        fresh_note = note if note != self._last_note else ""
+        if tenth != self._last_tenth or fresh_note:
+            self._last_tenth, self._last_note = tenth, note
+            print(f"simulate: {done}/{total} tasks finished"
+                  + (f"; {fresh_note}" if fresh_note else ""), flush=True)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _print_summary(out: Output, s: dict[str, Any]) -> None:
+    statuses = [(status, count) for status, count in s["by_status"].items() if count]
+    out.table("tasks by final status", ["status", "tasks"], statuses)
+    rows: list[tuple[str, Any]] = [
+        ("store", s["store"]),
+        ("nodes / tasks", f"{s['nodes']} / {s['tasks']}"),
+        ("appends", s["appends"]),
+        ("appends/s", round(s["appends_per_second"])),
+        ("MB/s", round(s["megabytes_per_second"], 1)),
+        ("bytes written", size(s["bytes_written"])),
+        ("bytes kept (head + tail)", size(s["bytes_kept"])),
+        ("bytes dropped (middle)", size(s["bytes_dropped"])),
+        ("bytes lost", s["bytes_missing"]),
+        ("error lines shown", f"{s['error_lines_shown']} of {s['error_lines']}"),
+        ("append p50 / p99", f"{s['append_p50_ns'] / 1000:.1f} / {s['append_p99_ns'] / 1000:.1f} µs"),
+        ("peak RSS", size(s["peak_rss_bytes"])),
+        ("lost tasks", f"{s['lost']} (silent nodes: {s['lost_expected']})"),
+        ("wall time", f"{s['seconds']:.1f} s"),
+    ]
+    restart = s["restart"]
+    if restart:
+        rows += [
+            ("hub restart", f"after {restart['at_finished']} tasks finished"),
+            ("in flight at restart", restart["in_flight"]),
+            ("re-attached", restart["reattached"]),
+            ("reopen (recovery)", f"{restart['reopen_seconds'] * 1000:.0f} ms"),
+            ("crash to last re-attach", f"{restart['recovered_seconds'] * 1000:.0f} ms"),
+        ]
+    out.table("simulation", ["measure", "value"], rows)
+
+
+@cli.command("ls")
+@store_option
+@click.option("--status", default=None, help="Only tasks in this status.")
+@click.option("--node", "node_id", default=None, help="Only tasks of this node.")
+@click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
+@json_option
+@_one_line_errors
+def list_tasks(store_url: str, status: Optional[str], node_id: Optional[str], limit: int,
+               as_json: bool) -> None:
+    """List tasks, newest first."""
+    out = Output(as_json)
+    with JournalInspector(store_url) as inspector:
+        records = inspector.list_tasks(status=status, node_id=node_id, limit=limit)
+    if as_json:
+        out.json([_record_json(r) for r in records])
+        return
+    out.table(None, ["task", "node", "status", "created", "finished", "result / error"], [
+        (r.task_id, r.node_id, r.status.value, when(r.created_at), when(r.finished_at),
+         _outcome(r)) for r in records])
+
+
+@cli.command()
+@store_option
+@click.argument("task_id")
+@json_option
+@_one_line_errors
+def show(store_url: str, task_id: str, as_json: bool) -> None:
+    """A task: status, node, timings, result, and each stream rendered."""
+    out = Output(as_json)
+    with JournalInspector(store_url) as inspector:
+        record = inspector.get(task_id)
+    if as_json:
+        out.json(_record_json(record, streams=True))
+        return
+    out.table(f"task {record.task_id}", ["field", "value"], [
+        ("status", record.status.value), ("node", record.node_id),
+        ("created", when(record.created_at)), ("updated", when(record.updated_at)),
+        ("finished", when(record.finished_at)), ("deadline", when(record.deadline)),
+        ("result", _json_text(record.result)), ("error", record.error),
+        ("meta", _json_text(record.meta)),
+    ])
+    for name, view in record.streams.items():
+        out.text(f"--- {name}: {view.total:,} bytes written, {view.dropped:,} dropped ---")
+        out.text(view.text())
+
+
+@cli.command()
+@store_option
+@click.argument("task_id")
+@click.option("--stream", "name", default="stdout", show_default=True)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the task ends.")
+@click.option("--interval", default=0.5, show_default=True, help="Seconds between polls with -f.")
+@_one_line_errors
+def tail(store_url: str, task_id: str, name: str, follow: bool, interval: float) -> None:
+    """Print a task's stream; with -f, follow a live task to its end.
+
+    A live hub writes streams to its store at every checkpoint, so -f shows
+    them checkpoint by checkpoint."""
+    out = Output()
+    with JournalInspector(store_url) as inspector:
+        record = inspector.get(task_id)
+        view = record.streams.get(name)
+        if not follow:
+            if view is None:
+                raise click.ClickException(f"task {task_id!r} has no stream {name!r}")
+            out.text(view.text())
+            return
+        offset = 0
+        while True:
+            view = record.streams.get(name)
+            if view is not None and view.total > offset:
+                offset = _print_new(view, offset)
+            if record.terminal:
+                return
+            time.sleep(interval)
+            record = inspector.get(task_id)
+
+
+def _print_new(view: Any, offset: int) -> int:
+    """Print the view's bytes from ``offset`` on; say so where some were dropped."""
+    while offset < view.total:
+        position, data = view.read_from(offset)
+        if position > offset:
+            sys.stdout.write(f"\n[... {position - offset:,} bytes not kept ...]\n")
+        sys.stdout.write(data.decode("utf-8", "replace"))
+        offset = position + len(data)
+    sys.stdout.flush()
+    return offset
+
+
+@cli.command()
+@store_option
+@json_option
+@_one_line_errors
+def stats(store_url: str, as_json: bool) -> None:
+    """Tasks by status, nodes, and the bytes the checkpointed streams hold."""
+    out = Output(as_json)
+    with JournalInspector(store_url) as inspector:
+        figures = inspector.stats()
+    if as_json:
+        out.json(figures)
+        return
+    rows: list[tuple[str, Any]] = [(f"tasks {status}", count)
+                                   for status, count in figures["by_status"].items()]
+    rows += [("tasks", figures["tasks"]), ("nodes", figures["nodes"]),
+             ("streams", figures["streams"]), ("bytes written", size(figures["bytes_written"])),
+             ("bytes held", size(figures["bytes_held"])),
+             ("bytes dropped", size(figures["bytes_dropped"]))]
+    out.table(figures["store"], ["measure", "value"], rows)
+
+
+@cli.command("in-flight")
+@store_option
+@json_option
+@_one_line_errors
+def in_flight(store_url: str, as_json: bool) -> None:
+    """Tasks not yet finished, oldest first, with their nodes."""
+    out = Output(as_json)
+    with JournalInspector(store_url) as inspector:
+        records = inspector.in_flight()
+    if as_json:
+        out.json([_record_json(r) for r in records])
+        return
+    out.table(None, ["task", "node", "status", "created", "bytes checkpointed"], [
+        (r.task_id, r.node_id, r.status.value, when(r.created_at),
+         sum(view.total for view in r.streams.values())) for r in records])
+
+
+@cli.command()
+@store_option
+@click.option("--result-ttl", default=JournalConfig().result_ttl, show_default=True,
+              metavar="SECONDS", help="Remove results finished longer ago than this.")
+@json_option
+@_one_line_errors
+def gc(store_url: str, result_ttl: float, as_json: bool) -> None:
+    """Remove expired results now (the hub does it on its own timer).
+
+    Needs the store to itself: stop the hub first."""
+    out = Output(as_json)
+    with JournalInspector(store_url, writable=True) as inspector:
+        done = inspector.gc(result_ttl)
+    if as_json:
+        out.json(done)
+    else:
+        out.text(f"removed {done['expired']} expired results, "
+                 f"forgot {done['tombstones_forgotten']} old tombstones")
+
+
+@cli.command()
+@store_option
+@click.option("--repair", is_flag=True, help="Fix what is safe to fix (needs the store to itself).")
+@json_option
+@_one_line_errors
+def check(store_url: str, repair: bool, as_json: bool) -> None:
+    """Check the store's integrity; exit 1 if a problem remains."""
+    out = Output(as_json)
+    with JournalInspector(store_url, writable=repair) as inspector:
+        problems = inspector.check(repair=repair)
+    if as_json:
+        out.json({"ok": not problems, "problems": problems})
+    elif problems:
+        for problem in problems:
+            out.text(f"problem: {problem}")
+    else:
+        out.text(f"ok: {store_url}")
+    if problems:
+        sys.exit(1)
+
+
+def _outcome(record: TaskRecord) -> str:
+    if record.error:
+        return record.error
+    return _json_text(record.result)
+
+
+def _json_text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bytes):
+        return f"<{len(value):,} bytes>"
+    return json.dumps(value)
+
+
+def _record_json(record: TaskRecord, streams: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "task_id": record.task_id, "node_id": record.node_id, "status": record.status.value,
+        "result": record.result, "error": record.error, "meta": record.meta,
+        "created_at": record.created_at, "updated_at": record.updated_at,
+        "finished_at": record.finished_at, "deadline": record.deadline,
+    }
+    if streams:
+        data["streams"] = {
+            name: {"total": view.total, "dropped": view.dropped,
+                   "dropped_lines": view.dropped_lines, "text": view.text(),
+                   "highlights": [h._asdict() for h in view.highlights]}
+            for name, view in record.streams.items()
+        }
+    return data

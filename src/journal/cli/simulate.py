@@ -1,0 +1,390 @@
+"""The simulated mesh behind ``taskjournal simulate``.
+
+Nodes are threads.  Each runs its share of the tasks one after the other
+through the real journal, as a hub would on the node's behalf: register,
+start, stream ~4 KB chunks of output into the stream handle, then complete
+or fail with an exit code.  A node keeps what it sent of its current task,
+as a real node agent keeps output until the hub has it: after a hub restart
+it re-attaches and sends again whatever the restored checkpoint lacks, so
+at the end every stream must hold exactly what its node printed.
+
+``restart_at`` drops the journal the way a crash would (``abandon``: no
+close, no final checkpoint) when that percentage of tasks has finished, and
+opens a new one on the same store.  ``silent`` nodes stop in the middle of
+their last task without a word, so the lease sweep must find them LOST.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from journal.config import JournalConfig
+from journal.errors import (
+    DuplicateTask,
+    InvalidTransition,
+    JournalClosed,
+    JournalError,
+    StoreError,
+)
+from journal.journal import TaskJournal
+from journal.lifecycle import TaskStatus
+from journal.cli.workload import Plan, chunk_pool, plan_task
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None  # type: ignore[assignment]
+
+# One append in this many is timed, to keep the timer out of the throughput.
+_TIMED_EVERY = 16
+# While the hub is down, errors from the old journal are expected.
+_HUB_DOWN_ERRORS = (JournalClosed, StoreError)
+# How long a node waits for a restarting hub before it gives up.
+_HUB_DOWN_PATIENCE = 30.0
+
+
+@dataclass
+class Settings:
+    nodes: int = 100
+    tasks: int = 1000
+    store_url: str = "sqlite:///journal.db"
+    restart_at: Optional[float] = None  # percent of tasks finished
+    silent: int = 2  # nodes that go quiet in their last task
+    rate_kbps: float = 0.0  # per node; 0 for as fast as possible
+    seed: int = 1
+    lease_timeout: float = 2.0
+    reattach_grace: float = 10.0
+    #: Prefix of this run's task ids, so runs can share a store.
+    run_id: str = "sim"
+
+    def check(self) -> None:
+        if self.nodes < 1 or self.tasks < 1:
+            raise ValueError("--nodes and --tasks must be at least 1")
+        if self.silent < 0 or self.silent > self.nodes:
+            raise ValueError(f"--silent must be between 0 and --nodes ({self.nodes})")
+        if self.restart_at is not None and not 0 < self.restart_at < 100:
+            raise ValueError("--restart-at is a percentage between 0 and 100")
+        if self.rate_kbps < 0:
+            raise ValueError("--rate must be >= 0")
+
+
+@dataclass
+class Restart:
+    at_finished: int = 0
+    in_flight: int = 0  # tasks the new journal recovered
+    reopen_seconds: float = 0.0
+    reattached: int = 0
+    recovered_seconds: float = 0.0  # crash to the last re-attachment
+
+
+class Hub:
+    """The journal of the simulated hub, and its restarts."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.config = JournalConfig(
+            store_url=settings.store_url, lease_timeout=settings.lease_timeout,
+            reattach_grace=settings.reattach_grace, sweep_interval=0.25,
+        )
+        self.journal = TaskJournal(config=self.config)
+        self.generation = 0
+        self._up = threading.Event()
+        self._up.set()
+        self.restart: Optional[Restart] = None
+        self._lock = threading.Lock()
+
+    def current(self) -> tuple[int, TaskJournal]:
+        if not self._up.wait(_HUB_DOWN_PATIENCE):
+            raise RuntimeError("the simulated hub did not come back")
+        return self.generation, self.journal
+
+    def crash_and_reopen(self, finished: int) -> None:
+        self._up.clear()
+        started = self._crashed_at = time.perf_counter()
+        self.journal.abandon()
+        self.journal = TaskJournal(config=self.config)  # may raise: then nodes give up
+        self.restart = Restart(
+            at_finished=finished, in_flight=self.journal.recovered,
+            reopen_seconds=time.perf_counter() - started,
+        )
+        self.generation += 1
+        self._up.set()
+
+    def reattached(self) -> None:
+        with self._lock:
+            assert self.restart is not None
+            self.restart.reattached += 1
+            self.restart.recovered_seconds = time.perf_counter() - self._crashed_at
+
+
+class Node(threading.Thread):
+    def __init__(self, sim: Simulation, number: int, tasks: list[int], silent: bool) -> None:
+        super().__init__(name=f"node-{number:03d}", daemon=True)
+        self.sim = sim
+        self.node_id = f"node-{number:03d}"
+        self.tasks = tasks
+        self.silent = silent
+        self.failure: Optional[BaseException] = None
+        self.went_silent: Optional[str] = None
+        self.finished = 0
+        self.appends = 0
+        self.bytes = 0
+        self.latencies_ns: list[int] = []
+        self._generation = -1  # of the journal the current task is attached to
+
+    def run(self) -> None:
+        try:
+            for position, number in enumerate(self.tasks):
+                last = position == len(self.tasks) - 1
+                if not self._run_task(number, quit_midway=self.silent and last):
+                    return
+        except BaseException as exc:  # reported by the simulation
+            self.failure = exc
+
+    def _run_task(self, number: int, quit_midway: bool) -> bool:
+        sim = self.sim
+        plan = sim.plans[number]
+        task_id = self.sim.task_id(number)
+        self._task_id = task_id
+        self._sent: list[bytes] = []
+        self._sent_total = 0
+        self._register(task_id, {"kind": plan.kind.name})
+        self._call(lambda j: j.start(task_id), done_if=InvalidTransition)
+        pause = len(sim.pool[0]) / (sim.settings.rate_kbps * 1024) if sim.settings.rate_kbps else 0
+        for index, chunk in enumerate(plan.chunks):
+            if quit_midway and index == len(plan.chunks) // 2:
+                self.went_silent = task_id
+                return False  # no more appends, heartbeats or results
+            if index == plan.error_index:
+                self._send(plan.error_line)
+            self._send(sim.pool[chunk])
+            if pause:
+                time.sleep(pause)
+        result = {"exit_code": plan.kind.exit_code}
+        if plan.kind.exit_code == 0:
+            self._call(lambda j: j.complete(task_id, result), done_if=InvalidTransition)
+        else:
+            error = f"exit status {plan.kind.exit_code}"
+            self._call(lambda j: j.fail(task_id, error, result=result), done_if=InvalidTransition)
+        sim.expected_totals[task_id] = self._sent_total
+        self.finished += 1
+        return True
+
+    def _send(self, piece: bytes) -> None:
+        handle = self._handle()
+        if self.appends % _TIMED_EVERY == 0:
+            started = time.perf_counter_ns()
+            handle.append(piece)
+            self.latencies_ns.append(time.perf_counter_ns() - started)
+        else:
+            handle.append(piece)
+        self.appends += 1
+        self.bytes += len(piece)
+        self._sent.append(piece)
+        self._sent_total += len(piece)
+
+    def _handle(self):  # type: ignore[no-untyped-def]
+        generation, journal = self.sim.hub.current()
+        if generation != self._generation:
+            self._reattach(generation, journal)
+        return self._stream
+
+    def _register(self, task_id: str, meta: dict[str, str]) -> None:
+        while True:
+            generation, journal = self.sim.hub.current()
+            try:
+                journal.register(task_id, self.node_id, meta=meta)
+            except DuplicateTask:
+                # The old hub committed it before it went down, and the new
+                # one recovered it detached.
+                self._reattach(generation, journal)
+                return
+            except _HUB_DOWN_ERRORS as exc:
+                self._wait_for_new_hub(journal, exc)
+                continue
+            self._generation = generation
+            self._stream = journal.stream(task_id)
+            return
+
+    def _reattach(self, generation: int, journal: TaskJournal) -> None:
+        """After a hub restart: re-attach, then send what the checkpoint lacks."""
+        try:
+            journal.reattach(self._task_id, self.node_id)
+        except InvalidTransition:
+            pass  # it had already finished before the hub went down
+        else:
+            self.sim.hub.reattached()
+        self._generation = generation
+        self._stream = handle = journal.stream(self._task_id)
+        if handle.sealed:
+            return
+        have, offset = handle.total, 0
+        for piece in self._sent:
+            if offset + len(piece) > have:
+                handle.append(piece[max(0, have - offset):])
+            offset += len(piece)
+
+    def _call(self, operation: Callable[[TaskJournal], Any], done_if: type[JournalError]) -> None:
+        """Run a journal operation, riding out a hub restart: retried on the
+        new journal, and taken as done if the old one had committed it."""
+        while True:
+            generation, journal = self.sim.hub.current()
+            try:
+                if generation != self._generation:
+                    self._reattach(generation, journal)
+                operation(journal)
+                return
+            except done_if:
+                return
+            except _HUB_DOWN_ERRORS as exc:
+                self._wait_for_new_hub(journal, exc)
+
+    def _wait_for_new_hub(self, failed: TaskJournal, error: Exception) -> None:
+        """A crash is under way: the old journal fails until a new one is up.
+        An error with no restart behind it is a real one."""
+        give_up = time.monotonic() + _HUB_DOWN_PATIENCE
+        while self.sim.hub.journal is failed:
+            if self.sim.hub.restart is not None or time.monotonic() > give_up:
+                raise error
+            time.sleep(0.001)
+
+
+class Simulation:
+    def __init__(self, settings: Settings,
+                 progress: Optional[Callable[[int, int, str], None]] = None) -> None:
+        settings.check()
+        self.settings = settings
+        self.progress = progress or (lambda done, total, note: None)
+        rng = random.Random(settings.seed)
+        self.pool = chunk_pool(settings.seed)
+        self.plans: list[Plan] = [plan_task(rng, n, len(self.pool)) for n in range(settings.tasks)]
+        self.expected_totals: dict[str, int] = {}
+        self.hub: Hub
+        self.nodes: list[Node] = []
+
+    def task_id(self, number: int) -> str:
+        return f"{self.settings.run_id}-t{number:05d}"
+
+    def finished(self) -> int:
+        return sum(node.finished for node in self.nodes)
+
+    def run(self) -> dict[str, Any]:
+        settings = self.settings
+        self.hub = Hub(settings)
+        shares: list[list[int]] = [[] for _ in range(settings.nodes)]
+        for number in range(settings.tasks):
+            shares[number % settings.nodes].append(number)
+        silent = set(range(settings.nodes - settings.silent, settings.nodes))
+        nodes = [Node(self, n, shares[n], n in silent) for n in range(settings.nodes) if shares[n]]
+        self.nodes = nodes
+        started = time.perf_counter()
+        for node in nodes:
+            node.start()
+        note = ""
+        while any(node.is_alive() for node in nodes):
+            time.sleep(0.05)
+            done = self.finished()
+            due = settings.restart_at is not None and done >= settings.tasks * settings.restart_at / 100
+            if due and self.hub.restart is None:
+                self.progress(done, settings.tasks, "hub going down")
+                self.hub.crash_and_reopen(done)
+                restart = self.hub.restart
+                note = (f"hub restarted in {restart.reopen_seconds:.2f} s with "
+                        f"{restart.in_flight} tasks in flight")
+            self.progress(done, settings.tasks, note)
+        streaming_seconds = time.perf_counter() - started
+        failures = [node.failure for node in nodes if node.failure is not None]
+        if failures:
+            raise failures[0]
+        silent_tasks = [node.went_silent for node in nodes if node.went_silent]
+        self._wait_for_verdicts(silent_tasks)
+        summary = self._summary(silent_tasks, streaming_seconds, time.perf_counter() - started)
+        self.hub.journal.close()
+        return summary
+
+    def _wait_for_verdicts(self, task_ids: list[str]) -> None:
+        """Let the lease sweep find the silent nodes' tasks LOST."""
+        deadline = time.monotonic() + self.settings.lease_timeout + self.settings.reattach_grace + 5
+        pending = set(task_ids)
+        while pending and time.monotonic() < deadline:
+            self.progress(self.finished(), self.settings.tasks,
+                          f"waiting for {len(pending)} silent node(s) to be found LOST")
+            pending = {t for t in pending if not self.hub.journal.get(t).terminal}
+            time.sleep(0.2)
+
+    def _summary(self, silent_tasks: list[str], streaming: float, total: float) -> dict[str, Any]:
+        journal = self.hub.journal
+        by_status = {status.value: 0 for status in TaskStatus}
+        kept = dropped = written = missing = 0
+        errors_shown = errors_total = 0
+        for number, plan in enumerate(self.plans):
+            task_id = self.task_id(number)
+            try:
+                record = journal.get(task_id)
+            except JournalError:
+                continue  # a silent node's task never registered
+            by_status[record.status.value] += 1
+            view = record.streams.get("stdout")
+            if view is None:
+                continue
+            kept += view.held
+            dropped += view.dropped
+            written += view.total
+            expected = self.expected_totals.get(task_id)
+            if expected is not None and view.total < expected:
+                missing += expected - view.total
+            if plan.error_line and task_id not in silent_tasks:
+                errors_total += 1
+                errors_shown += plan.error_line.rstrip(b"\n") in view.render()
+        latencies = sorted(x for node in self.nodes for x in node.latencies_ns)
+        appends = sum(node.appends for node in self.nodes)
+        appended = sum(node.bytes for node in self.nodes)
+        restart = self.hub.restart
+        lost = by_status[TaskStatus.LOST.value]
+        return {
+            "store": journal.store_url,
+            "nodes": self.settings.nodes,
+            "tasks": self.settings.tasks,
+            "by_status": by_status,
+            "lost": lost,
+            "lost_expected": len(silent_tasks),
+            "appends": appends,
+            "appends_per_second": appends / streaming,
+            "megabytes_per_second": appended / streaming / 1e6,
+            "bytes_written": written,
+            "bytes_kept": kept,
+            "bytes_dropped": dropped,
+            "bytes_missing": missing,
+            "error_lines_shown": errors_shown,
+            "error_lines": errors_total,
+            "append_p50_ns": _percentile(latencies, 0.50),
+            "append_p99_ns": _percentile(latencies, 0.99),
+            "peak_rss_bytes": _peak_rss(),
+            "seconds": total,
+            "restart": None if restart is None else {
+                "at_finished": restart.at_finished,
+                "in_flight": restart.in_flight,
+                "reattached": restart.reattached,
+                "reopen_seconds": restart.reopen_seconds,
+                "recovered_seconds": restart.recovered_seconds,
+            },
+        }
+
+
+def _percentile(sorted_values: list[int], fraction: float) -> int:
+    if not sorted_values:
+        return 0
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
+
+
+def _peak_rss() -> Optional[int]:
+    if resource is None:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KB on Linux

@@ -1,0 +1,187 @@
+"""The taskjournal command, driven as a user drives it: in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+TASKS = 60
+
+
+def run(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "journal", *args], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    if check and done.returncode != 0:
+        raise AssertionError(f"exit {done.returncode}: {done.stderr}{done.stdout}")
+    return done
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    """A journal file left by a simulation with a hub restart and a silent node."""
+    path = tmp_path_factory.mktemp("sim") / "journal.db"
+    url = f"sqlite:///{path}"
+    done = run("simulate", "--nodes", "10", "--tasks", str(TASKS), "--silent", "1",
+               "--lease", "1", "--restart-at", "50", "--store", url, "--json")
+    return url, path, json.loads(done.stdout)
+
+
+def test_simulate_with_a_restart_loses_nothing(simulated):
+    _, _, summary = simulated
+    assert sum(summary["by_status"].values()) == TASKS
+    assert summary["lost"] == summary["lost_expected"] == 1
+    assert summary["bytes_missing"] == 0
+    assert summary["error_lines_shown"] == summary["error_lines"] > 0
+    restart = summary["restart"]
+    # A silent node's task may be in flight at the restart: it never re-attaches.
+    assert restart["in_flight"] > 0
+    assert restart["in_flight"] - summary["lost_expected"] <= restart["reattached"] <= restart["in_flight"]
+    assert summary["bytes_dropped"] > 0 and summary["append_p99_ns"] >= summary["append_p50_ns"] > 0
+
+
+def test_simulate_prints_a_summary_table_in_a_pipe(tmp_path):
+    done = run("simulate", "--nodes", "4", "--tasks", "12", "--silent", "0",
+               "--store", f"sqlite:///{tmp_path / 'j.db'}")
+    assert "simulate: 12/12 tasks finished" in done.stdout
+    assert "\nbytes lost\t0\n" in done.stdout
+    assert "\nlost tasks\t0 (silent nodes: 0)\n" in done.stdout
+
+
+def test_ls_filters_and_prints_plain_text(simulated):
+    url, _, _ = simulated
+    lines = run("ls", "--store", url, "--limit", "1000").stdout.splitlines()
+    assert lines[0].split("\t") == ["task", "node", "status", "created", "finished", "result / error"]
+    assert len(lines) == 1 + TASKS
+    lost = json.loads(run("ls", "--store", url, "--status", "lost", "--json").stdout)
+    assert len(lost) == 1 and "sent nothing" in lost[0]["error"]
+    mine = json.loads(run("ls", "--store", url, "--node", "node-003", "--json").stdout)
+    assert mine and {task["node_id"] for task in mine} == {"node-003"}
+    created = [task["created_at"] for task in mine]
+    assert created == sorted(created, reverse=True)
+
+
+def test_show_and_tail_render_head_highlights_and_tail(simulated):
+    url, _, _ = simulated
+    failed = json.loads(run("ls", "--store", url, "--status", "failed", "--json").stdout)
+    assert failed
+    task = json.loads(run("show", failed[0]["task_id"], "--store", url, "--json").stdout)
+    assert task["result"]["exit_code"] != 0 and task["error"].startswith("exit status")
+    stdout = task["streams"]["stdout"]
+    assert "error: 'token_" in stdout["text"]
+    text = run("show", failed[0]["task_id"], "--store", url).stdout
+    assert "status\tfailed" in text and "--- stdout:" in text
+    tail = run("tail", failed[0]["task_id"], "--store", url).stdout
+    assert tail.strip() == stdout["text"].strip()
+
+
+def test_stats_in_flight_gc_and_check(simulated, tmp_path):
+    url, path, _ = simulated
+    stats = json.loads(run("stats", "--store", url, "--json").stdout)
+    assert stats["tasks"] == TASKS and stats["by_status"]["lost"] == 1
+    assert stats["nodes"] == 10 and stats["bytes_written"] > stats["bytes_held"] > 0
+    assert json.loads(run("in-flight", "--store", url, "--json").stdout) == []
+    assert json.loads(run("check", "--store", url, "--json").stdout) == {"ok": True, "problems": []}
+    copy = tmp_path / "copy.db"
+    shutil.copy(path, copy)
+    time.sleep(0.05)
+    gone = json.loads(run("gc", "--store", f"sqlite:///{copy}", "--result-ttl", "0.01",
+                          "--json").stdout)
+    assert gone["expired"] == TASKS
+    done = run("show", "--store", f"sqlite:///{copy}", "sim-x", check=False)
+    assert done.returncode == 1
+    task_id = json.loads(run("ls", "--store", url, "--limit", "1", "--json").stdout)[0]["task_id"]
+    expired = run("show", task_id, "--store", f"sqlite:///{copy}", check=False)
+    assert expired.returncode == 1 and "expired" in expired.stderr
+
+
+def test_check_repairs_what_is_safe(simulated, tmp_path):
+    _, path, _ = simulated
+    copy = tmp_path / "copy.db"
+    shutil.copy(path, copy)
+    with sqlite3.connect(copy) as conn:
+        conn.execute("INSERT INTO streams VALUES ('no-such-task', 'stdout', x'00')")
+    url = f"sqlite:///{copy}"
+    found = run("check", "--store", url, check=False)
+    assert found.returncode == 1 and "has no task row" in found.stdout
+    assert run("check", "--repair", "--store", url).stdout.startswith("ok:")
+    assert run("check", "--store", url).returncode == 0
+
+
+def test_tail_follows_a_live_task_to_its_end(tmp_path):
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    hub = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from journal import JournalConfig, TaskJournal
+        journal = TaskJournal(config=JournalConfig(store_url={url!r}, checkpoint_interval=0.05))
+        journal.register("live", "node-1")
+        print("ready", flush=True)
+        out = journal.stream("live")
+        for n in range(30):
+            out.append(b"line %d\\n" % n)
+            time.sleep(0.05)
+        journal.complete("live", 0)
+        journal.close()
+    """)], stdout=subprocess.PIPE, text=True)
+    assert hub.stdout.readline() == "ready\n"
+    follower = run("tail", "live", "-f", "--interval", "0.05", "--store", url)
+    assert hub.wait(timeout=30) == 0
+    assert follower.stdout == "".join(f"line {n}\n" for n in range(30))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "nope"], "no task 'nope'"),
+        (["ls", "--store", "bogus"], "a store URL looks like"),
+        (["ls", "--store", "memory://"], "memory:// keeps nothing"),
+        (["ls", "--store", "sqlite:///does/not/exist.db"], "no such journal file"),
+        (["ls", "--status", "weird"], "unknown status 'weird'"),
+    ],
+)
+def test_errors_are_one_line_and_a_nonzero_exit(simulated, args, message):
+    url, _, _ = simulated
+    if "--store" not in args:
+        args = [*args, "--store", url]
+    done = run(*args, check=False)
+    assert done.returncode == 1
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+
+
+def test_a_corrupt_file_is_one_line_too(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not a journal" * 100)
+    done = run("stats", "--store", f"sqlite:///{bad}", check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert bad.read_bytes() == b"this is not a journal" * 100
+
+
+def test_bad_simulate_options_are_usage_errors(tmp_path):
+    done = run("simulate", "--silent", "5", "--nodes", "2", "--store",
+               f"sqlite:///{tmp_path / 'j.db'}", check=False)
+    assert done.returncode == 2 and "--silent" in done.stderr
+
+
+def test_without_the_cli_extra_the_command_names_it():
+    code = ("import sys; sys.modules['click'] = None\n"
+            "from journal.cli import main\nmain(['ls'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 2
+    assert "pip install 'taskjournal[cli]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_console_script_is_installed():
+    script = Path(sys.executable).parent / ("taskjournal.exe" if os.name == "nt" else "taskjournal")
+    assert script.exists(), "pip install '.[cli]' should install the taskjournal command"
+    done = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("taskjournal ")
