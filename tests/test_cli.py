@@ -49,11 +49,12 @@ def test_simulate_with_a_restart_loses_nothing(simulated):
 
 
 def test_simulate_prints_a_summary_table_in_a_pipe(tmp_path):
-    done = run("simulate", "--nodes", "4", "--tasks", "12", "--silent", "0",
+    done = run("simulate", "--nodes", "4", "--tasks", "12", "--restart-at", "50",
                "--store", f"sqlite:///{tmp_path / 'j.db'}")
     assert "simulate: 12/12 tasks finished" in done.stdout
     assert "\nbytes lost\t0\n" in done.stdout
-    assert "\nlost tasks\t0 (silent nodes: 0)\n" in done.stdout
+    assert "\nlost tasks\t0 (silent nodes: 0)\n" in done.stdout  # by default none
+    assert "\nhub restart\tafter " in done.stdout
 
 
 def test_ls_filters_and_prints_plain_text(simulated):
@@ -84,6 +85,8 @@ def test_show_and_tail_render_head_highlights_and_tail(simulated):
     assert "status\tfailed" in text and "--- stdout:" in text
     tail = run("tail", failed[0]["task_id"], "--store", url).stdout
     assert tail.strip() == stdout["text"].strip()
+    tail_json = json.loads(run("tail", failed[0]["task_id"], "--store", url, "--json").stdout)
+    assert tail_json["text"] == stdout["text"] and tail_json["total"] == stdout["total"]
 
 
 def test_stats_in_flight_gc_and_check(simulated, tmp_path):
@@ -138,6 +141,9 @@ def test_tail_follows_a_live_task_to_its_end(tmp_path):
     follower = run("tail", "live", "-f", "--interval", "0.05", "--store", url)
     assert hub.wait(timeout=30) == 0
     assert follower.stdout == "".join(f"line {n}\n" for n in range(30))
+    pieces = [json.loads(line) for line in
+              run("tail", "live", "-f", "--json", "--store", url).stdout.splitlines()]
+    assert "".join(piece["text"] for piece in pieces) == follower.stdout
 
 
 @pytest.mark.parametrize(

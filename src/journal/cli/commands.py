@@ -63,8 +63,8 @@ def cli() -> None:
 @click.option("--restart-at", type=click.FloatRange(0, 100, min_open=True, max_open=True),
               default=None, metavar="PERCENT",
               help="Crash and reopen the hub's journal when this share of tasks has finished.")
-@click.option("--silent", default=2, show_default=True,
-              help="Nodes that go quiet in their last task (their tasks must end LOST).")
+@click.option("--silent", default=0, show_default=True,
+              help="Nodes told to go quiet in their last task (those tasks must end LOST).")
 @click.option("--rate", default=0.0, show_default=True, metavar="KB/S",
               help="Output rate of each node; 0 streams as fast as the journal takes it.")
 @click.option("--lease", "lease_timeout", default=2.0, show_default=True, metavar="SECONDS",
@@ -215,39 +215,50 @@ def show(store_url: str, task_id: str, as_json: bool) -> None:
 @click.option("--stream", "name", default="stdout", show_default=True)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the task ends.")
 @click.option("--interval", default=0.5, show_default=True, help="Seconds between polls with -f.")
+@json_option
 @_one_line_errors
-def tail(store_url: str, task_id: str, name: str, follow: bool, interval: float) -> None:
+def tail(store_url: str, task_id: str, name: str, follow: bool, interval: float,
+         as_json: bool) -> None:
     """Print a task's stream; with -f, follow a live task to its end.
 
     A live hub writes streams to its store at every checkpoint, so -f shows
-    them checkpoint by checkpoint."""
-    out = Output()
+    them checkpoint by checkpoint.  With --json: the stream as one object, or
+    with -f one object per new piece (JSON lines)."""
+    out = Output(as_json)
     with JournalInspector(store_url) as inspector:
         record = inspector.get(task_id)
         view = record.streams.get(name)
         if not follow:
             if view is None:
                 raise click.ClickException(f"task {task_id!r} has no stream {name!r}")
-            out.text(view.text())
+            if as_json:
+                out.json({"task_id": task_id, "stream": name, "total": view.total,
+                          "dropped": view.dropped, "text": view.text()})
+            else:
+                out.text(view.text())
             return
         offset = 0
         while True:
             view = record.streams.get(name)
             if view is not None and view.total > offset:
-                offset = _print_new(view, offset)
+                offset = _print_new(view, offset, as_json)
             if record.terminal:
                 return
             time.sleep(interval)
             record = inspector.get(task_id)
 
 
-def _print_new(view: Any, offset: int) -> int:
+def _print_new(view: Any, offset: int, as_json: bool = False) -> int:
     """Print the view's bytes from ``offset`` on; say so where some were dropped."""
     while offset < view.total:
         position, data = view.read_from(offset)
-        if position > offset:
-            sys.stdout.write(f"\n[... {position - offset:,} bytes not kept ...]\n")
-        sys.stdout.write(data.decode("utf-8", "replace"))
+        if as_json:
+            sys.stdout.write(json.dumps({"offset": position, "skipped": position - offset,
+                                         "text": data.decode("utf-8", "replace")}) + "\n")
+        else:
+            if position > offset:
+                sys.stdout.write(f"\n[... {position - offset:,} bytes not kept ...]\n")
+            sys.stdout.write(data.decode("utf-8", "replace"))
         offset = position + len(data)
     sys.stdout.flush()
     return offset

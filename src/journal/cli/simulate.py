@@ -55,7 +55,7 @@ class Settings:
     tasks: int = 1000
     store_url: str = "sqlite:///journal.db"
     restart_at: Optional[float] = None  # percent of tasks finished
-    silent: int = 2  # nodes that go quiet in their last task
+    silent: int = 0  # nodes that go quiet in their last task
     rate_kbps: float = 0.0  # per node; 0 for as fast as possible
     seed: int = 1
     lease_timeout: float = 2.0
