@@ -25,6 +25,7 @@ from journal.errors import (
     UnknownTask,
     WaitTimeout,
 )
+from journal.inspect import JournalInspector
 from journal.journal import TaskJournal
 from journal.lifecycle import TaskStatus
 from journal.records import FollowChunk, StreamView, TaskRecord
@@ -43,6 +44,7 @@ __all__ = [
     "JournalClosed",
     "JournalConfig",
     "JournalError",
+    "JournalInspector",
     "ResultExpired",
     "StoreCorrupt",
     "StoreError",

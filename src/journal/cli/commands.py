@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import secrets
 import sys
 import time
@@ -121,11 +122,14 @@ class _progress:
         if self.out.as_json:
             return
         tenth = done * 10 // max(total, 1)
-        fresh_note = note if note != self._last_note else ""
+        # A new kind of note is printed at once; a note whose figures only
+        # moved waits for the next tenth.
+        kind = re.sub(r"[\d.]+", "#", note)
+        fresh_note = note if kind != self._last_note else ""
         if tenth != self._last_tenth or fresh_note:
-            self._last_tenth, self._last_note = tenth, note
-            print(f"simulate: {done}/{total} tasks finished"
-                  + (f"; {fresh_note}" if fresh_note else ""), flush=True)
+            self._last_tenth, self._last_note = tenth, kind
+            print(f"simulate: {done}/{total} tasks finished" + (f"; {note}" if note else ""),
+                  flush=True)
 
     def __exit__(self, *exc_info: object) -> None:
         if self._bar is not None:

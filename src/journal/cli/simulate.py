@@ -294,9 +294,10 @@ class Simulation:
             if due and self.hub.restart is None:
                 self.progress(done, settings.tasks, "hub going down")
                 self.hub.crash_and_reopen(done)
-                restart = self.hub.restart
-                note = (f"hub restarted in {restart.reopen_seconds:.2f} s with "
-                        f"{restart.in_flight} tasks in flight")
+            restart = self.hub.restart
+            if restart is not None:
+                note = (f"hub restarted in {restart.reopen_seconds:.2f} s; "
+                        f"{restart.reattached} of {restart.in_flight} tasks in flight re-attached")
             self.progress(done, settings.tasks, note)
         streaming_seconds = time.perf_counter() - started
         failures = [node.failure for node in nodes if node.failure is not None]
