@@ -30,8 +30,10 @@ def simulated(tmp_path_factory):
     """A journal file left by a simulation with a hub restart and a silent node."""
     path = tmp_path_factory.mktemp("sim") / "journal.db"
     url = f"sqlite:///{path}"
+    # Paced, so the restart falls while tasks stream and their last second
+    # of output is in no checkpoint: the nodes must send it again.
     done = run("simulate", "--nodes", "10", "--tasks", str(TASKS), "--silent", "1",
-               "--lease", "1", "--restart-at", "50", "--store", url, "--json")
+               "--lease", "1", "--restart-at", "50", "--rate", "2000", "--store", url, "--json")
     return url, path, json.loads(done.stdout)
 
 
@@ -42,8 +44,9 @@ def test_simulate_with_a_restart_loses_nothing(simulated):
     assert summary["bytes_missing"] == 0
     assert summary["error_lines_shown"] == summary["error_lines"] > 0
     restart = summary["restart"]
+    assert TASKS * 0.5 <= restart["at_finished"] < TASKS * 0.8
     # A silent node's task may be in flight at the restart: it never re-attaches.
-    assert restart["in_flight"] > 0
+    assert restart["in_flight"] >= 5
     assert restart["in_flight"] - summary["lost_expected"] <= restart["reattached"] <= restart["in_flight"]
     assert summary["bytes_dropped"] > 0 and summary["append_p99_ns"] >= summary["append_p50_ns"] > 0
 
