@@ -181,6 +181,15 @@ def test_bad_simulate_options_are_usage_errors(tmp_path):
     done = run("simulate", "--silent", "5", "--nodes", "2", "--store",
                f"sqlite:///{tmp_path / 'j.db'}", check=False)
     assert done.returncode == 2 and "--silent" in done.stderr
+    done = run("simulate", "--restart-at", "50", "--store", "memory://", check=False)
+    assert done.returncode == 2 and "needs a durable --store" in done.stderr
+
+
+def test_simulate_runs_on_memory_without_a_restart():
+    summary = json.loads(run("simulate", "--nodes", "3", "--tasks", "9", "--store", "memory://",
+                             "--json").stdout)
+    assert summary["by_status"]["completed"] + summary["by_status"]["failed"] == 9
+    assert summary["bytes_missing"] == 0
 
 
 def test_without_the_cli_extra_the_command_names_it():

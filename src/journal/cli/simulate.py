@@ -70,6 +70,9 @@ class Settings:
             raise ValueError(f"--silent must be between 0 and --nodes ({self.nodes})")
         if self.restart_at is not None and not 0 < self.restart_at < 100:
             raise ValueError("--restart-at is a percentage between 0 and 100")
+        if self.restart_at is not None and self.store_url.startswith("memory://"):
+            raise ValueError("--restart-at needs a durable --store: memory:// forgets "
+                             "everything when the hub restarts")
         if self.rate_kbps < 0:
             raise ValueError("--rate must be >= 0")
 
