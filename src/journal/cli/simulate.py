@@ -126,9 +126,13 @@ class Hub:
             self.restart.recovered_seconds = time.perf_counter() - self._crashed_at
 
 
-class Node(threading.Thread):
+class Node:
+    """One simulated node, run by a thread of its own.  (Not a Thread
+    subclass: its private names would collide with Thread's, as ``_handle``
+    does on Python 3.13.)"""
+
     def __init__(self, sim: Simulation, number: int, tasks: list[int], silent: bool) -> None:
-        super().__init__(name=f"node-{number:03d}", daemon=True)
+        self.thread = threading.Thread(target=self.run, name=f"node-{number:03d}", daemon=True)
         self.sim = sim
         self.node_id = f"node-{number:03d}"
         self.tasks = tasks
@@ -288,9 +292,9 @@ class Simulation:
         self.nodes = nodes
         started = time.perf_counter()
         for node in nodes:
-            node.start()
+            node.thread.start()
         note = ""
-        while any(node.is_alive() for node in nodes):
+        while any(node.thread.is_alive() for node in nodes):
             time.sleep(0.05)
             done = self.finished()
             due = settings.restart_at is not None and done >= settings.tasks * settings.restart_at / 100
