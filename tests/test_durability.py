@@ -7,12 +7,15 @@ import pathlib
 import sqlite3
 import stat
 import sys
+import threading
+import time
 
 import pytest
 
 from journal import (
     InvalidArgument,
     InvalidTransition,
+    JournalError,
     StoreCorrupt,
     StoreError,
     StoreLocked,
@@ -297,3 +300,65 @@ def test_highlights_survive_checkpoints_spills_and_restarts(reopen):
     again.reattach("t", "n")
     again.stream("t").append(b"ERROR after the restart\n" + b"z\n" * 100)
     assert again.get("t").streams["stdout"].highlights[-1].text == b"ERROR after the restart"
+
+
+@pytest.mark.parametrize("ending", ["close", "abandon"])
+def test_closing_under_concurrent_writes_leaves_no_writer_waiting(reopen, ending):
+    journal = reopen()
+    outcomes = []
+    acknowledged = []
+
+    def register_many(thread):
+        for n in range(10_000):
+            try:
+                journal.register(f"t{thread}-{n}", "n")
+            except JournalError as exc:  # JournalClosed, or StoreError from the closed store
+                outcomes.append(type(exc).__name__)
+                return
+            acknowledged.append(f"t{thread}-{n}")
+        outcomes.append("finished")
+
+    threads = [threading.Thread(target=register_many, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.05)
+    getattr(journal, ending)()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads), "a writer was left waiting"
+    assert len(outcomes) == 8
+    again = reopen()
+    # Whatever a writer was told was committed is there.
+    assert acknowledged
+    for task_id in acknowledged:
+        assert again.get(task_id).status is TaskStatus.PENDING
+
+
+def test_a_store_closed_mid_write_fails_the_writes_it_never_committed(sqlite_url):
+    """Writers that queue while close() holds the store used to wait forever."""
+    from journal.store import TaskRow, open_store
+
+    for attempt in range(30):
+        store = open_store(sqlite_url)
+        results = []
+
+        def write(thread, store=store, results=results):
+            for n in range(10_000):
+                row = TaskRow(f"a{attempt}-{thread}-{n}", "n", "pending", None, None, None,
+                              1.0, 1.0, None, None)
+                try:
+                    store.put_task(row, new=True)
+                except StoreError:
+                    results.append("refused")
+                    return
+            results.append("finished")
+
+        threads = [threading.Thread(target=write, args=(t,)) for t in range(8)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.002 * (attempt % 5))
+        store.close()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert not any(thread.is_alive() for thread in threads), f"attempt {attempt}: a writer hangs"
+        assert len(results) == 8

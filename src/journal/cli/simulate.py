@@ -181,6 +181,7 @@ class Node:
             self._call(lambda j: j.fail(task_id, error, result=result), done_if=InvalidTransition)
         sim.expected_totals[task_id] = self._sent_total
         self.finished += 1
+        sim.maybe_restart()
         return True
 
     def _send(self, piece: bytes) -> None:
@@ -274,12 +275,26 @@ class Simulation:
         self.expected_totals: dict[str, int] = {}
         self.hub: Hub
         self.nodes: list[Node] = []
+        self._restart_lock = threading.Lock()
 
     def task_id(self, number: int) -> str:
         return f"{self.settings.run_id}-t{number:05d}"
 
     def finished(self) -> int:
         return sum(node.finished for node in self.nodes)
+
+    def maybe_restart(self) -> None:
+        """Crash and reopen the hub once ``restart_at`` percent have finished.
+
+        Called by the node that finishes a task, not polled, so that even a
+        run shorter than a poll restarts while other tasks are in flight."""
+        restart_at = self.settings.restart_at
+        if restart_at is None or self.hub.restart is not None:
+            return
+        with self._restart_lock:
+            done = self.finished()
+            if self.hub.restart is None and done >= self.settings.tasks * restart_at / 100:
+                self.hub.crash_and_reopen(done)
 
     def run(self) -> dict[str, Any]:
         settings = self.settings
@@ -297,10 +312,6 @@ class Simulation:
         while any(node.thread.is_alive() for node in nodes):
             time.sleep(0.05)
             done = self.finished()
-            due = settings.restart_at is not None and done >= settings.tasks * settings.restart_at / 100
-            if due and self.hub.restart is None:
-                self.progress(done, settings.tasks, "hub going down")
-                self.hub.crash_and_reopen(done)
             restart = self.hub.restart
             if restart is not None:
                 note = (f"hub restarted in {restart.reopen_seconds:.2f} s; "

@@ -349,6 +349,7 @@ class _GroupCommit:
         self._conn = conn
         self._leader = threading.Lock()  # held by the caller committing
         self._queue: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
+        self._closed = False
 
     def submit(self, ops: list[_Op]) -> Optional[BaseException]:
         """Run ``ops`` in a committed transaction; return the error, if any."""
@@ -365,6 +366,10 @@ class _GroupCommit:
             # leading, would wait forever: look again now that we are not.
             if self._queue.empty():
                 break
+        if self._closed:
+            # close() may have drained the queue before our item was in it.
+            with self._leader:
+                self._fail_queued()
         done.acquire()  # released by whichever caller committed our item
         return item[2]
 
@@ -395,7 +400,20 @@ class _GroupCommit:
 
     def close(self) -> None:
         with self._leader:
+            self._closed = True
             self._conn.close()
+            self._fail_queued()
+
+    def _fail_queued(self) -> None:
+        """Fail the writes queued but never committed; hold the leadership."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            item[2] = StoreError("the store was closed before this write was committed; "
+                                 "nothing of it was written")
+            item[1].release()
 
     def _commit(self, batch: list[list[Any]]) -> Optional[BaseException]:
         conn = self._conn
