@@ -10,7 +10,7 @@ so the simulation measures the journal, not string formatting.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 CHUNK = 4096
 
@@ -43,7 +43,6 @@ class Plan:
     chunks: list[int]
     error_index: int | None
     error_line: bytes = b""
-    sent: list[bytes] = field(default_factory=list)
 
 
 def _compiler_lines(rng: random.Random, count: int) -> list[str]:
