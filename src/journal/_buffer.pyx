@@ -873,7 +873,7 @@ cdef class HeadTailBuffer:
         """Lines kept from the dropped middle: the earliest, then the most recent."""
         if self._scanner is None:
             return []
-        entries = _shared.split_entries(self._scanner.kept_blob())
+        entries = _hl.split_entries(self._scanner.kept_blob())
         return _shared.scan_view(0, entries, [], 0).kept
 
     @property
@@ -931,7 +931,7 @@ cdef class HeadTailBuffer:
             return None
         blob, first_count, _, _, numbers = scanned
         fed, head_done, head_lines, lines, _, _, _, _, skipped = numbers
-        entries = _shared.split_entries(blob)
+        entries = _hl.split_entries(blob)
         return _shared.scan_view(lines - head_lines if head_done else 0,
                                  entries[:first_count], entries[first_count:], skipped)
 
@@ -942,7 +942,7 @@ cdef class HeadTailBuffer:
             blob, first_count, carry, window, numbers = scanned
             (fed, head_done, head_lines, lines, line_start, line_length, matched,
              first_closed, skipped) = numbers
-            entries = _shared.split_entries(blob)
+            entries = _hl.split_entries(blob)
             scanner = _hl.ScannerState(
                 self._scanner.rules, fed, head_done, head_lines, lines, line_start,
                 line_length, matched, carry, window, tuple(entries[:first_count]),

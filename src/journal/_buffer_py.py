@@ -306,19 +306,18 @@ class HeadTailBuffer:
 
     def render(self, marker: Optional[str] = None) -> bytes:
         """Head, then a marker and any highlight lines if bytes were dropped, then tail."""
-        with self._lock:
-            self._check_resident()
-            scan = self._scan()
-            parts = bytes(self._head), bytes(self._tail), self._total
-        return _shared.render(*parts, marker, scan)
+        head, tail, total, scan = self._parts_and_scan()
+        return _shared.render(head, tail, total, marker, scan)
 
     def text(self, marker: Optional[str] = None) -> str:
         """``render()`` decoded as UTF-8, never splitting a character at a cut."""
+        head, tail, total, scan = self._parts_and_scan()
+        return _shared.text(head, tail, total, marker, scan)
+
+    def _parts_and_scan(self) -> tuple[bytes, bytes, int, Optional[_shared.Scan]]:
         with self._lock:
             self._check_resident()
-            scan = self._scan()
-            parts = bytes(self._head), bytes(self._tail), self._total
-        return _shared.text(*parts, marker, scan)
+            return bytes(self._head), bytes(self._tail), self._total, self._scan()
 
     def snapshot(self) -> bytes:
         """A versioned, checksummed copy of the state, for ``restore()``."""

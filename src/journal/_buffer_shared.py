@@ -123,20 +123,6 @@ class Scan(NamedTuple):
     skipped: int  # matching lines not kept
 
 
-_U32 = struct.Struct("<I")
-
-
-def split_entries(blob: bytes) -> list[bytes]:
-    """The entries of a compiled scanner's ``kept_blob``."""
-    entries = []
-    position = 0
-    while position < len(blob):
-        (length,) = _U32.unpack_from(blob, position)
-        entries.append(blob[position + 4 : position + 4 + length])
-        position += 4 + length
-    return entries
-
-
 def scan_view(lines: int, first: list[bytes], recent: list[bytes], skipped: int) -> Scan:
     kept = [decode_entry(raw) for raw in first]
     kept += (decode_entry(raw) for raw in recent)

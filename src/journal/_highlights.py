@@ -32,6 +32,7 @@ MAX_BUDGET = 1 << 30
 # (line number, byte offset) and the line's text.  Bytes are not tracked by
 # the garbage collector, which keeps the compiled append free of GC work.
 ENTRY_HEADER = struct.Struct("<QQ")
+_U32 = struct.Struct("<I")
 
 
 class Highlight(NamedTuple):
@@ -169,6 +170,17 @@ def entry(line: int, offset: int, text: bytes) -> bytes:
     return ENTRY_HEADER.pack(line, offset) + text
 
 
+def split_entries(blob: bytes) -> list[bytes]:
+    """The entries of a compiled scanner's ``kept_blob``: each after its u32 length."""
+    entries = []
+    position = 0
+    while position < len(blob):
+        (length,) = _U32.unpack_from(blob, position)
+        entries.append(blob[position + 4 : position + 4 + length])
+        position += 4 + length
+    return entries
+
+
 def decode_entry(raw: bytes) -> Highlight:
     line, offset = ENTRY_HEADER.unpack_from(raw)
     return Highlight(line, offset, raw[ENTRY_HEADER.size :])
@@ -201,7 +213,6 @@ class ScannerState(NamedTuple):
 # bytes each), carry, window, and the entries (u32 length + bytes each).
 _SECTION = struct.Struct("<IIBBBBQQQQQQIIIB")
 _U8 = struct.Struct("<B")
-_U32 = struct.Struct("<I")
 
 
 def encode_section(state: ScannerState) -> bytes:

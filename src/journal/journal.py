@@ -619,10 +619,8 @@ class TaskJournal:
             spilled = []
             for name, buf in task.streams.items():
                 if not buf.spilled and len(buf):
-                    before = len(buf)
-                    snapshot = buf.spill()
-                    # A stream with highlight rules keeps its tail until it ends.
-                    spilled.append((name, buf, snapshot, before - len(buf)))
+                    size = len(buf)
+                    spilled.append((name, buf, buf.spill(), size))
             if not spilled:
                 return 0
             items = [(task.task_id, name, snapshot) for name, _, snapshot, _ in spilled]

@@ -85,7 +85,7 @@ def simulate(nodes: int, tasks: int, store_url: str, restart_at: Optional[float]
         settings.check()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    with _progress(out, tasks) as progress:
+    with _Progress(out, tasks) as progress:
         summary = Simulation(settings, progress).run()
     if as_json:
         out.json(summary)
@@ -95,7 +95,7 @@ def simulate(nodes: int, tasks: int, store_url: str, restart_at: Optional[float]
         sys.exit(1)
 
 
-class _progress:
+class _Progress:
     """A live bar on a terminal; a line per tenth of the tasks in a pipe."""
 
     def __init__(self, out: Output, total: int) -> None:
