@@ -18,10 +18,12 @@ __all__ = [
     "InvalidTransition",
     "JournalClosed",
     "JournalError",
+    "OwnedElsewhere",
     "ResultExpired",
     "StoreCorrupt",
     "StoreError",
     "StoreLocked",
+    "StoreUnavailable",
     "StreamSealed",
     "StreamSpilled",
     "TaskLost",
@@ -116,3 +118,24 @@ class StoreCorrupt(StoreError):
 
 class StoreLocked(StoreError):
     """Another TaskJournal already owns this store file."""
+
+
+class StoreUnavailable(StoreError):
+    """The store's server could not be reached within the store's timeout.
+
+    The operation was not confirmed: the caller should treat it as not done
+    and retry once the server is back (retrying a registration that did land
+    is recognised and succeeds).
+    """
+
+
+class OwnedElsewhere(JournalError):
+    """On a shared store, another live hub replica owns this task.
+
+    Carries ``owner``, the replica's id.  Its node should talk to that
+    replica, or wait until its lease runs out.
+    """
+
+    def __init__(self, message: str, owner: str) -> None:
+        super().__init__(message)
+        self.owner = owner

@@ -35,6 +35,8 @@ class StoredTask(NamedTuple):
     row: TaskRow
     #: stream name -> HeadTailBuffer snapshot
     streams: dict[str, bytes]
+    #: On a shared store, the hub replica that owns the task.
+    owner: Optional[str] = None
 
 
 class Snapshotable(Protocol):
