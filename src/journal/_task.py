@@ -23,7 +23,7 @@ class Task:
         "task_id", "node_id", "status", "meta_json", "result", "error",
         "created_at", "updated_at", "finished_at", "deadline", "detached_until",
         "streams", "done", "async_waiters", "seen_total", "checkpointed",
-        "idle_passes",
+        "idle_passes", "owner",
     )
 
     def __init__(self, row: TaskRow) -> None:
@@ -50,6 +50,8 @@ class Task:
         self.checkpointed: dict[str, int] = {}
         #: Maintenance passes in a row that saw no append: the spill order.
         self.idle_passes = 0
+        #: On a shared store, the hub replica that owns the task.
+        self.owner: Optional[str] = None
 
     def row(self, **changes: Any) -> TaskRow:
         row = TaskRow(

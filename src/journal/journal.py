@@ -20,6 +20,7 @@ from journal.errors import (
     InvalidArgument,
     InvalidTransition,
     JournalClosed,
+    OwnedElsewhere,
     ResultExpired,
     StoreError,
     StreamSealed,
@@ -91,7 +92,12 @@ class TaskJournal:
         self._last_store_error: Optional[str] = None
         #: When the streams were last all written to the store (durable stores).
         self._checkpointed_at: Optional[float] = None
-        self._store = open_store(store_url or self.config.store_url)
+        self._store = open_store(store_url or self.config.store_url, result_ttl=self.config.result_ttl)
+        #: On a shared store (Redis), the id this hub replica writes as owner.
+        self._replica: Optional[str] = getattr(self._store, "replica", None)
+        #: Task id -> wake-up calls of waiters whose task is not held here.
+        self._remote_waiters: dict[str, list[Callable[[], None]]] = {}
+        self._remote_lock = threading.Lock()
         if self.config.memory_budget is not None and not self._store.durable:
             self._store.close()
             raise InvalidArgument(
@@ -100,6 +106,8 @@ class TaskJournal:
             )
         try:
             self.recovered = self._recover()
+            if self._replica is not None:
+                self._store.on_ended(self._on_ended)
         except BaseException:
             self._store.close()
             raise
@@ -128,6 +136,7 @@ class TaskJournal:
 
     def _revive(self, item: StoredTask) -> Task:
         task = Task(item.row)
+        task.owner = item.owner
         for name, snapshot in item.streams.items():
             buf = self._buffer_class.restore(snapshot)
             task.streams[name] = buf
@@ -173,6 +182,7 @@ class TaskJournal:
             # registrations of one shard share a group commit instead of
             # queueing behind each other's.
             shard.entries[task_id] = task
+        task.owner = self._replica
         try:
             # The store refuses ids it holds (finished tasks the registry
             # let go of) with DuplicateTask too.
@@ -228,7 +238,11 @@ class TaskJournal:
             # terminal row goes with its streams' final state in one commit.
             final = dict(task.streams) if target.terminal else None
             totals = {name: buf.total for name, buf in task.streams.items()}
-            self._store.put_task(row, final)
+            try:
+                self._store.put_task(row, final)
+            except OwnedElsewhere:
+                self._drop_locked(task)
+                raise
             task.status = target
             task.updated_at = now
             for name in ("result", "error", "finished_at"):
@@ -329,6 +343,9 @@ class TaskJournal:
         """
         task = self._require(task_id)
         seconds = check_timeout(task_id, timeout)
+        started = time.monotonic()
+        if self._held_elsewhere(task):
+            return self._wait_remote(task_id, seconds)
         with self._tasks.shard(task_id).lock:
             if not task.status.terminal:
                 if task.done is None:
@@ -338,12 +355,18 @@ class TaskJournal:
                 done = None
         if done is not None and not done.wait(seconds):
             raise self._timeout(task, seconds)
+        if not task.status.terminal:  # another replica took the task over
+            left = None if seconds is None else max(0.0, seconds - (time.monotonic() - started))
+            return self._wait_remote(task_id, left)
         return final_record(self._record(task))
 
     async def wait_async(self, task_id: str, timeout: Optional[float] = None) -> TaskRecord:
         """``wait`` for asyncio: the event loop is never blocked."""
         task = self._require(task_id)
         seconds = check_timeout(task_id, timeout)
+        started = time.monotonic()
+        if self._held_elsewhere(task):
+            return await self._wait_remote_async(task_id, seconds)
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         if self._add_async_waiter(task, loop, done):
@@ -353,7 +376,94 @@ class TaskJournal:
                 raise self._timeout(task, seconds) from None
             finally:
                 self._remove_async_waiter(task, loop, done)
+        if not task.status.terminal:  # another replica took the task over
+            left = None if seconds is None else max(0.0, seconds - (time.monotonic() - started))
+            return await self._wait_remote_async(task_id, left)
         return final_record(self._record(task))
+
+    # -- waiting for a task another hub replica holds (shared stores) --------
+
+    def _held_elsewhere(self, task: Task) -> bool:
+        return (
+            self._replica is not None
+            and not task.status.terminal
+            and self._tasks.get(task.task_id) is not task
+        )
+
+    def _on_ended(self, task_id: Optional[str]) -> None:
+        """Called by the store's listener: a task ended on some replica
+        (None: messages may have been missed, so wake every remote waiter)."""
+        with self._remote_lock:
+            if task_id is None:
+                calls = [call for calls in self._remote_waiters.values() for call in calls]
+            else:
+                calls = list(self._remote_waiters.get(task_id, ()))
+        for call in calls:
+            call()
+
+    def _watch(self, task_id: str, call: Callable[[], None]) -> None:
+        with self._remote_lock:
+            self._remote_waiters.setdefault(task_id, []).append(call)
+
+    def _unwatch(self, task_id: str, call: Callable[[], None]) -> None:
+        with self._remote_lock:
+            calls = self._remote_waiters.get(task_id, [])
+            if call in calls:
+                calls.remove(call)
+            if not calls:
+                self._remote_waiters.pop(task_id, None)
+
+    def _wait_remote(self, task_id: str, seconds: Optional[float]) -> TaskRecord:
+        """Wait for a task another replica holds: woken by the store's
+        "ended" messages, and re-reading the store every poll interval in
+        case one was lost."""
+        woken = threading.Event()
+        deadline = None if seconds is None else time.monotonic() + seconds
+        self._watch(task_id, woken.set)
+        try:
+            while True:
+                task = self._require(task_id)
+                if task.status.terminal:
+                    return final_record(self._record(task))
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise self._timeout(task, seconds)
+                woken.wait(self._poll_step(left))
+                woken.clear()
+        finally:
+            self._unwatch(task_id, woken.set)
+
+    async def _wait_remote_async(self, task_id: str, seconds: Optional[float]) -> TaskRecord:
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+
+        def wake_up() -> None:
+            try:
+                loop.call_soon_threadsafe(woken.set)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits any more
+
+        deadline = None if seconds is None else time.monotonic() + seconds
+        self._watch(task_id, wake_up)
+        try:
+            while True:
+                task = await loop.run_in_executor(None, self._require, task_id)
+                if task.status.terminal:
+                    return final_record(self._record(task))
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise self._timeout(task, seconds)
+                try:
+                    await asyncio.wait_for(woken.wait(), self._poll_step(left))
+                except asyncio.TimeoutError:
+                    pass
+                woken.clear()
+        finally:
+            self._unwatch(task_id, wake_up)
+
+    def _poll_step(self, left: Optional[float]) -> float:
+        poll = float(getattr(self._store, "poll_interval", 1.0))
+        return poll if left is None else min(left, poll)
 
     def _add_async_waiter(
         self, task: Task, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
@@ -388,8 +498,20 @@ class TaskJournal:
         return self._record(self._require(task_id))
 
     def in_flight(self) -> list[TaskRecord]:
-        """Every task not yet in a terminal state, oldest first."""
+        """Every task not yet in a terminal state, oldest first.
+
+        On a shared store this includes the tasks other hub replicas own,
+        as their owners last wrote them (``TaskRecord.owner`` tells whose).
+        """
         tasks = [t for t in self._tasks.values() if not t.status.terminal]
+        if self._replica is not None:
+            held = {t.task_id for t in tasks}
+            for item in self._store.in_flight_owned_elsewhere():
+                if item.row.task_id not in held:
+                    task = self._revive(item)
+                    for buf in task.streams.values():
+                        buf.seal()
+                    tasks.append(task)
         return [self._record(t) for t in sorted(tasks, key=lambda t: t.created_at)]
 
     def list_tasks(
@@ -413,7 +535,13 @@ class TaskJournal:
         the append calls this process has made to the streams it holds.
         """
         by_status = {status.value: 0 for status in TaskStatus}
-        by_status.update(self._store.count_by_status())
+        try:
+            by_status.update(self._store.count_by_status())
+        except StoreError as exc:
+            # The store is away (a Redis outage): count what is held here.
+            self._last_store_error = str(exc)
+            for task in self._tasks.values():
+                by_status[task.status.value] += 1
         streams = resident = held = dropped = written = checkpointed = appends = 0
         for task in self._tasks.values():
             for name, buf in list(task.streams.items()):
@@ -449,7 +577,9 @@ class TaskJournal:
         if any(buf.spilled for buf in list(task.streams.values())):
             self._unspill(task)
         views = {name: StreamView(name, *buf.view()) for name, buf in list(task.streams.items())}
-        return record_from_row(task.row(), views, detached=task.detached_until is not None)
+        return record_from_row(
+            task.row(), views, detached=task.detached_until is not None, owner=task.owner
+        )
 
     # -- nodes -------------------------------------------------------------
 
@@ -469,6 +599,8 @@ class TaskJournal:
         self._check_open()
         check_id("node id", node_id)
         task = self._require(task_id)
+        if self._replica is not None and not task.status.terminal:
+            task = self._claim(task)
         now = self._clock()
         with self._tasks.shard(task_id).lock:
             if task.status.terminal:
@@ -476,12 +608,76 @@ class TaskJournal:
                     f"task {task_id!r} already ended ({task.status.name}); "
                     "a node cannot re-attach to it: read its result instead"
                 )
-            self._store.put_task(task.row(node_id=node_id, updated_at=now))
+            try:
+                self._store.put_task(task.row(node_id=node_id, updated_at=now))
+            except OwnedElsewhere:
+                self._drop_locked(task)
+                raise
             task.node_id = node_id
             task.updated_at = now
             task.detached_until = None
         self._node_seen[node_id] = now
         return self._record(task)
+
+    # -- ownership on a shared store ------------------------------------------
+
+    def _claim(self, task: Task) -> Task:
+        """Make this replica the task's owner (for ``reattach``); return the
+        task as held here.  Raises OwnedElsewhere if a live replica has it
+        attached."""
+        try:
+            stored = self._store.claim(task.task_id)
+        except OwnedElsewhere:
+            with self._tasks.shard(task.task_id).lock:
+                self._drop_locked(task)
+            raise
+        shard = self._tasks.shard(task.task_id)
+        with shard.lock:
+            held = shard.entries.get(task.task_id)
+            if held is not None:
+                return held
+            task = self._revive(stored)
+            task.owner = self._replica
+            task.detached_until = self._clock() + self.config.reattach_grace
+            shard.entries[task.task_id] = task
+        return task
+
+    def _adopt(self) -> int:
+        """Take over the in-flight tasks of replicas whose lease ran out (they
+        wait detached for their nodes, as after a restart), and let go of the
+        detached tasks another replica has since claimed."""
+        held = [t for t in self._tasks.values() if not t.status.terminal]
+        detached = [t for t in held if t.detached_until is not None]
+        if detached:
+            owners = self._store.owners(t.task_id for t in detached)
+            for task in detached:
+                if owners.get(task.task_id) != self._replica:
+                    with self._tasks.shard(task.task_id).lock:
+                        self._drop_locked(task)
+        adopted = self._store.adopt_orphans(t.task_id for t in held)
+        until = self._clock() + self.config.reattach_grace
+        for item in adopted:
+            task = self._revive(item)
+            task.owner = self._replica
+            task.detached_until = until
+            shard = self._tasks.shard(task.task_id)
+            with shard.lock:
+                shard.entries.setdefault(task.task_id, task)
+        return len(adopted)
+
+    def _drop_locked(self, task: Task) -> None:
+        """Forget a task another replica now owns; hold its shard lock.
+
+        Its streams are sealed, so a node still sending here hears of it, and
+        its waiters wake and go on waiting through the store.
+        """
+        shard = self._tasks.shard(task.task_id)
+        if shard.entries.get(task.task_id) is task:
+            del shard.entries[task.task_id]
+        for buf in task.streams.values():
+            buf.seal()
+        waiters, task.async_waiters = task.async_waiters, []
+        wake(task, waiters)
 
     # -- time-driven moves, retention, checkpoints, the memory budget -------
 
@@ -489,13 +685,21 @@ class TaskJournal:
         """Enforce deadlines, leases, reattach grace and result retention now.
 
         Returns how many tasks timed out, were lost and expired, and how many
-        tombstones were forgotten.
+        tombstones were forgotten.  On a shared store it first adopts the
+        in-flight tasks of replicas whose lease ran out (``adopted``): they
+        wait detached for their nodes, as after a restart.
         """
         now = self._clock()
         lease = self.config.lease_timeout
         counts = {"timed_out": 0, "lost": 0, "expired": 0, "tombstones_forgotten": 0}
+        if self._replica is not None:
+            counts["adopted"] = self._adopt()
+        ttl = self.config.result_ttl
+        past_retention = []
         for task in self._tasks.values():
             if task.status.terminal:
+                if task.finished_at is not None and task.finished_at <= now - ttl:
+                    past_retention.append(task.task_id)  # another replica may have expired it
                 continue
             written = task.written()
             if written != task.seen_total:
@@ -512,9 +716,8 @@ class TaskJournal:
                 verdict = (TaskStatus.LOST, f"node {task.node_id!r} sent nothing for {lease:g} s")
             if verdict is not None and self._end_quietly(task, *verdict):
                 counts[verdict[0].value] += 1
-        ttl = self.config.result_ttl
         expired = self._store.expire_finished(cutoff=now - ttl, tombstone_until=now + ttl)
-        for task_id in expired:
+        for task_id in set(expired).union(past_retention):
             shard = self._tasks.shard(task_id)
             with shard.lock:
                 shard.entries.pop(task_id, None)
@@ -525,8 +728,8 @@ class TaskJournal:
     def _end_quietly(self, task: Task, status: TaskStatus, why: str) -> bool:
         try:
             self._transition(task.task_id, status, error=why)
-        except (InvalidTransition, UnknownTask):
-            return False  # it ended by itself meanwhile
+        except (InvalidTransition, UnknownTask, OwnedElsewhere):
+            return False  # it ended by itself meanwhile, or another replica has it
         return True
 
     def checkpoint(self) -> int:
@@ -703,6 +906,8 @@ class TaskJournal:
         try:
             self._checkpoint_tasks(list(self._tasks.values()))
         finally:
+            if self._replica is not None:
+                self._store.release()  # others may adopt our tasks at once
             self._store.close()
 
     def abandon(self) -> None:

@@ -87,6 +87,8 @@ class TaskRecord(NamedTuple):
     deadline: Optional[float]  #: wall-clock time it times out at, if any
     detached: bool  #: in flight after a restart, its node not yet re-attached
     streams: Mapping[str, StreamView]
+    #: On a shared store (Redis), the hub replica that owns the task.
+    owner: Optional[str] = None
 
     @property
     def terminal(self) -> bool:
@@ -103,7 +105,9 @@ class FollowChunk(NamedTuple):
     skipped: int
 
 
-def record_from_row(row: TaskRow, views: dict[str, StreamView], detached: bool = False) -> TaskRecord:
+def record_from_row(
+    row: TaskRow, views: dict[str, StreamView], detached: bool = False, owner: Optional[str] = None
+) -> TaskRecord:
     """The record of a stored task row and the views of its streams."""
     return TaskRecord(
         task_id=row.task_id,
@@ -118,4 +122,5 @@ def record_from_row(row: TaskRow, views: dict[str, StreamView], detached: bool =
         deadline=row.deadline,
         detached=detached,
         streams=MappingProxyType(views),
+        owner=owner,
     )
