@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
+import uuid
 
 import pytest
 
 from journal import _buffer_py
+from redis_server import RedisServer
 
 NO_EXTENSIONS = os.environ.get("JOURNAL_NO_EXTENSIONS", "") not in ("", "0")
 
@@ -59,12 +62,56 @@ def clock():
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """The base URL of a Redis server for the suite.
+
+    ``JOURNAL_TEST_REDIS_URL`` names one (``.ci/run`` starts it); otherwise a
+    ``redis-server`` on PATH is started on a free loopback port for this
+    session.  With neither, the Redis tests fail when ``JOURNAL_REQUIRE_REDIS``
+    is set (CI) and are skipped otherwise.
+    """
+    url = os.environ.get("JOURNAL_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    if shutil.which("redis-server") is None:
+        message = ("no Redis: set JOURNAL_TEST_REDIS_URL, or put redis-server on PATH "
+                   "(apt-get install redis-server)")
+        if os.environ.get("JOURNAL_REQUIRE_REDIS"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """A Redis store URL with a namespace of its own: tests never see each
+    other's keys.  The replica id is fixed, as for a hub that restarts."""
+    return f"{redis_server}?prefix=test-{uuid.uuid4().hex}&replica=hub-1"
+
+
+def _store_url(kind, tmp_path, request):
+    if kind == "memory":
+        return "memory://"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'journal.db'}"
+    return request.getfixturevalue("redis_url")
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 def store_url(request, tmp_path):
     """A fresh store of each kind: every journal test runs on all of them."""
-    if request.param == "memory":
-        return "memory://"
-    return f"sqlite:///{tmp_path / 'journal.db'}"
+    return _store_url(request.param, tmp_path, request)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def durable_url(request, tmp_path):
+    """A fresh store of each kind that outlives its journal."""
+    return _store_url(request.param, tmp_path, request)
 
 
 def _journal_factory(url, buffer_cls, clock):
@@ -97,8 +144,18 @@ def make_journal(buffer_cls, clock, store_url):
 
 
 @pytest.fixture
-def reopen(buffer_cls, clock, sqlite_url):
-    """Journals on one SQLite file, as successive hub processes would open it."""
+def reopen(buffer_cls, clock, durable_url):
+    """Journals on one durable store, as successive hub processes (or hub
+    replicas) would open it."""
+    make, opened = _journal_factory(durable_url, buffer_cls, clock)
+    yield make
+    for journal in opened:
+        journal.close()
+
+
+@pytest.fixture
+def reopen_sqlite(buffer_cls, clock, sqlite_url):
+    """``reopen`` for the tests of the SQLite file itself."""
     make, opened = _journal_factory(sqlite_url, buffer_cls, clock)
     yield make
     for journal in opened:

@@ -1,4 +1,5 @@
-"""The SQLite store: a restart loses nothing acknowledged, nodes re-attach."""
+"""Durable stores (SQLite, Redis): a restart loses nothing acknowledged,
+nodes re-attach; and the SQLite file itself."""
 
 from __future__ import annotations
 
@@ -97,15 +98,15 @@ def test_tasks_not_reattached_in_time_are_lost(reopen, clock):
         second.reattach("orphan", "n1")
 
 
-def test_a_second_process_cannot_open_the_same_file(reopen, sqlite_url):
-    reopen()
+def test_a_second_process_cannot_open_the_same_file(reopen_sqlite, sqlite_url):
+    reopen_sqlite()
     with pytest.raises(StoreLocked, match="open in another TaskJournal \\(pid"):
         TaskJournal(sqlite_url)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
-def test_the_file_is_private(reopen, sqlite_url):
-    reopen()
+def test_the_file_is_private(reopen_sqlite, sqlite_url):
+    reopen_sqlite()
     mode = stat.S_IMODE(os.stat(_path(sqlite_url)).st_mode)
     assert mode == 0o600
 
@@ -140,8 +141,8 @@ def test_another_applications_database_is_refused(sqlite_url):
     assert pathlib.Path(path).read_bytes() == before
 
 
-def test_a_truncated_journal_is_refused(reopen, sqlite_url):
-    journal = reopen()
+def test_a_truncated_journal_is_refused(reopen_sqlite, sqlite_url):
+    journal = reopen_sqlite()
     for n in range(200):
         journal.register(f"t{n}", "n")
         journal.stream(f"t{n}").append(os.urandom(2_000))
@@ -159,8 +160,8 @@ def test_a_truncated_journal_is_refused(reopen, sqlite_url):
     assert pathlib.Path(path).read_bytes() == truncated
 
 
-def test_a_newer_schema_is_refused(reopen, sqlite_url):
-    reopen().close()
+def test_a_newer_schema_is_refused(reopen_sqlite, sqlite_url):
+    reopen_sqlite().close()
     conn = sqlite3.connect(_path(sqlite_url))
     conn.execute("PRAGMA user_version = 99")
     conn.close()
@@ -177,16 +178,22 @@ def test_bad_sqlite_urls(url):
         TaskJournal(url)
 
 
-def test_hostile_ids_stay_inside_the_database(reopen, sqlite_url, tmp_path):
+def test_hostile_ids_stay_inside_the_database(reopen, durable_url, tmp_path):
     journal = reopen()
-    hostile = ["../../escape", "/etc/passwd", "'); DROP TABLE tasks; --", "x" * 256, "\u202etxt.exe"]
+    hostile = [
+        "../../escape", "/etc/passwd", "'); DROP TABLE tasks; --", "x" * 256, "\u202etxt.exe",
+        # Redis key layout: hash-tag braces, and ids that spell other keys.
+        "a}:streams", "{b}", "}:index:counts", "c:index:status",
+    ]
     for task_id in hostile:
         journal.register(task_id, "n")
         journal.stream(task_id).append(task_id.encode())
         journal.complete(task_id, task_id)
     journal.close()
-    assert sorted(os.listdir(tmp_path)) == ["journal.db", "journal.db.lock"]
+    if durable_url.startswith("sqlite"):
+        assert sorted(os.listdir(tmp_path)) == ["journal.db", "journal.db.lock"]
     again = reopen()
+    assert again.stats()["by_status"]["completed"] == len(hostile)
     for task_id in hostile:
         assert again.get(task_id).result == task_id
         assert again.get(task_id).streams["stdout"].render() == task_id.encode()
@@ -194,10 +201,10 @@ def test_hostile_ids_stay_inside_the_database(reopen, sqlite_url, tmp_path):
         again.register("a" * (1 << 20), "n")  # a 1 MB id is refused up front
 
 
-def test_a_read_only_open_sees_a_live_journal(reopen, sqlite_url):
+def test_a_read_only_open_sees_a_live_journal(reopen_sqlite, sqlite_url):
     from journal.store import open_store
 
-    journal = reopen()
+    journal = reopen_sqlite()
     journal.register("t", "n")
     journal.complete("t", {"ok": True})
     reader = open_store(sqlite_url, readonly=True)  # no lock: the owner stays open
@@ -258,8 +265,8 @@ def test_idle_running_streams_are_spilled_and_come_back(reopen):
     assert again.get("t0").streams["stdout"].tail.endswith(b"still busy")
 
 
-def test_store_failures_are_reported_and_retried(reopen):
-    journal = reopen()
+def test_store_failures_are_reported_and_retried(reopen_sqlite):
+    journal = reopen_sqlite()
     journal.register("t", "n")
     out = journal.stream("t")
     out.append(b"first")
