@@ -37,7 +37,8 @@ def _per_op(bench: dict) -> float:
 
 def _impl(bench: dict) -> str:
     # The first parametrize id is the implementation: test_x[impl-...].
-    return re.search(r"\[([^\]-]+)", bench["name"]).group(1)
+    found = re.search(r"\[([^\]-]+)", bench["name"])
+    return found.group(1) if found else "redis"  # the one unparametrized bench
 
 
 def load(path: str) -> dict[str, dict[str, float]]:
@@ -47,6 +48,8 @@ def load(path: str) -> dict[str, dict[str, float]]:
     for bench in data["benchmarks"]:
         if "errors_total" in bench.get("extra_info", {}):
             continue  # fidelity: see fidelity_table()
+        if "wake_p50_ms" in bench.get("extra_info", {}):
+            continue  # a latency, not a cost per op: see wake_line()
         groups[bench["group"]][_impl(bench)] = _per_op(bench)
     return groups
 
@@ -95,10 +98,25 @@ def _sort_key(group: str):
     return (re.sub(r"\d+", "", group), numbers)
 
 
+def wake_line(path: str) -> str:
+    with open(path) as handle:
+        data = json.load(handle)
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if "wake_p50_ms" in info:
+            return (f"cross-replica wake (complete on one replica -> wait returns on another): "
+                    f"p50 {info['wake_p50_ms']} ms, max {info['wake_max_ms']} ms")
+    return ""
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python bench/report.py BENCH.json")
     print(table(load(sys.argv[1])))
+    wake = wake_line(sys.argv[1])
+    if wake:
+        print()
+        print(wake)
     fidelity = fidelity_table(sys.argv[1])
     if fidelity:
         print()

@@ -206,3 +206,19 @@ def test_the_console_script_is_installed():
     assert script.exists(), "pip install '.[cli]' should install the taskjournal command"
     done = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
     assert done.stdout.startswith("taskjournal ")
+
+
+@pytest.mark.redis
+def test_simulate_and_read_commands_on_redis(redis_url):
+    """The same job and the same read commands on a shared Redis store."""
+    done = run("simulate", "--nodes", "5", "--tasks", "20", "--restart-at", "50", "--lease", "1",
+               "--rate", "2000", "--store", redis_url, "--json")
+    summary = json.loads(done.stdout)
+    assert summary["bytes_missing"] == 0 and summary["lost"] == summary["lost_expected"] == 0
+    assert summary["restart"]["reattached"] == summary["restart"]["in_flight"] > 0
+    stats = json.loads(run("stats", "--store", redis_url, "--json").stdout)
+    assert stats["tasks"] == 20 and stats["by_status"]["lost"] == 0
+    rows = json.loads(run("ls", "--store", redis_url, "--json").stdout)
+    assert len(rows) == 20 and {row["status"] for row in rows} <= {"completed", "failed"}
+    assert json.loads(run("in-flight", "--store", redis_url, "--json").stdout) == []
+    assert json.loads(run("check", "--store", redis_url, "--json").stdout) == {"ok": True, "problems": []}

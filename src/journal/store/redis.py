@@ -260,8 +260,15 @@ class RedisStore:
     def load_in_flight(self) -> list[StoredTask]:
         """Claim and return the in-flight tasks nobody live holds: this
         replica's own (after a restart with the same ``replica`` id) and
-        those of replicas whose lease ran out."""
+        those of replicas whose lease ran out.  A read-only open
+        (inspection) claims nothing and sees them all."""
+        if self.readonly:
+            return self._in_flight()
         return self.adopt_orphans()
+
+    def _in_flight(self) -> list[StoredTask]:
+        ids = [raw.decode() for raw in self._call(self._client.zrange, self._index[1], 0, -1)]
+        return [item for item in self._get_many(ids) if item is not None]
 
     def adopt_orphans(self, holding: Iterable[str] = ()) -> list[StoredTask]:
         """Claim, detached, every in-flight task whose owner is gone or is
@@ -387,9 +394,7 @@ class RedisStore:
 
     def in_flight_owned_elsewhere(self) -> list[StoredTask]:
         """In-flight tasks held by other replicas (for ``in_flight()``)."""
-        ids = [raw.decode() for raw in self._call(self._client.zrange, self._index[1], 0, -1)]
-        return [item for item in self._get_many(ids)
-                if item is not None and item.owner != self.replica]
+        return [item for item in self._in_flight() if item.owner != self.replica]
 
     # -- writing -----------------------------------------------------------
 
