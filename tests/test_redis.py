@@ -138,24 +138,33 @@ def test_a_replica_cannot_act_on_a_task_another_one_owns(replicas):
     with pytest.raises(OwnedElsewhere) as caught:
         b.reattach("t", "n1")
     assert caught.value.owner == "a" and "'a'" in str(caught.value)
-    from journal import InvalidTransition
-
-    with pytest.raises(InvalidTransition, match="no longer held"):
+    with pytest.raises(OwnedElsewhere, match="held by hub replica 'a'"):
         b.complete("t", 0)
+    with pytest.raises(OwnedElsewhere, match="held by hub replica 'a'"):
+        b.stream("t")
     assert a.get("t").status is TaskStatus.PENDING
 
 
 # -- waits across replicas ------------------------------------------------------
 
 
+def _timed(call, *args):
+    """``call(*args)``, and the seconds it took."""
+    started = time.monotonic()
+    return call(*args), time.monotonic() - started
+
+
 def test_a_waiter_on_one_replica_is_woken_by_another_replicas_completion(replicas):
-    # poll=30: only the published message can wake the waiter within WAIT.
+    # poll=30: without the published message, b would only look again when
+    # its wait times out, after WAIT seconds.
     a, b = replicas("a", poll=30), replicas("b", poll=30)
     a.register("t", "n1")
-    waiter = _in_thread(b.wait, "t", WAIT)
+    waiter = _in_thread(_timed, b.wait, "t", WAIT)
     time.sleep(0.1)
     a.complete("t", ["done"])
-    assert waiter().result == ["done"]
+    record, seconds = waiter()
+    assert record.result == ["done"]
+    assert seconds < WAIT / 2, "woken by its timeout, not by the message"
 
 
 def test_an_async_waiter_is_woken_across_replicas(replicas):
@@ -163,13 +172,15 @@ def test_an_async_waiter_is_woken_across_replicas(replicas):
     a.register("t", "n1")
 
     async def scenario():
+        started = time.monotonic()
         waiting = asyncio.ensure_future(b.wait_async("t", WAIT))
         await asyncio.sleep(0.1)
         a.fail("t", "exit 1", result=1)
-        return await waiting
+        return await waiting, time.monotonic() - started
 
-    record = asyncio.run(scenario())
+    record, seconds = asyncio.run(scenario())
     assert (record.status, record.error, record.result) == (TaskStatus.FAILED, "exit 1", 1)
+    assert seconds < WAIT / 2, "woken by its timeout, not by the message"
 
 
 def test_a_lost_message_only_delays_the_wait(replicas, monkeypatch):
@@ -243,7 +254,9 @@ def test_a_node_may_reattach_through_any_replica(replicas):
     waiter = _in_thread(b.wait, "t", WAIT)  # waits on b, which holds it
     c.reattach("t", "n1")  # allowed: b holds it detached
     assert c.get("t").owner == "c"
-    b.sweep()  # b notices and lets go of it
+    with pytest.raises(OwnedElsewhere, match="now owned by hub replica 'c'"):
+        b.cancel("t")  # b still held it: the store refuses b's write
+    b.sweep()
     assert [r.owner for r in b.in_flight()] == ["c"]
     c.stream("t").append(b"part two\n")
     c.complete("t", {"exit_code": 0})
@@ -425,10 +438,12 @@ def test_a_waiter_survives_a_redis_restart(replicas, outage_server):
     a = replicas("a", server_url=outage_server.url, poll=30)
     b = replicas("b", server_url=outage_server.url, poll=30)
     a.register("t", "n1")
-    waiter = _in_thread(b.wait, "t", WAIT)
+    waiter = _in_thread(_timed, b.wait, "t", WAIT)
     time.sleep(0.1)
     outage_server.stop()
     time.sleep(0.3)
     outage_server.start()
     a.complete("t", 3)  # its message may reach b before b has resubscribed
-    assert waiter().result == 3
+    record, seconds = waiter()
+    assert record.result == 3
+    assert seconds < WAIT / 2, "the resubscription did not look again"

@@ -223,6 +223,8 @@ class TaskJournal:
     def _transition(self, task_id: str, target: TaskStatus, **changes: Any) -> TaskRecord:
         self._check_open()
         task = self._require(task_id)
+        if self._held_elsewhere(task):
+            raise self._owned_elsewhere(task)
         shard = self._tasks.shard(task_id)
         now = self._clock()
         waiters: list[AsyncWaiter] = []
@@ -274,8 +276,11 @@ class TaskJournal:
         any thread.  It stays valid for the task's whole life, through
         checkpoints and spills; once the task ends, appends raise
         StreamSealed.  Limits come from ``config.limits_for(name)``.
+        On a shared store, a task another replica owns raises OwnedElsewhere.
         """
         task = self._require(task_id)
+        if self._held_elsewhere(task):
+            raise self._owned_elsewhere(task)
         buf = task.streams.get(name)
         if buf is not None:
             return buf
@@ -388,6 +393,14 @@ class TaskJournal:
             self._replica is not None
             and not task.status.terminal
             and self._tasks.get(task.task_id) is not task
+        )
+
+    def _owned_elsewhere(self, task: Task) -> OwnedElsewhere:
+        owner = task.owner or "?"
+        return OwnedElsewhere(
+            f"task {task.task_id!r} is held by hub replica {owner!r}, not this one "
+            f"({self._replica!r}): its node streams and finishes it there",
+            owner,
         )
 
     def _on_ended(self, task_id: Optional[str]) -> None:
