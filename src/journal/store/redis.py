@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import re
 import socket
 import threading
@@ -58,6 +57,7 @@ from journal.errors import (
     StoreError,
     StoreUnavailable,
 )
+from journal.store._batching import Batcher, Job
 from journal.store.base import Snapshotable, StoredTask, TaskRow
 
 try:
@@ -567,20 +567,20 @@ class RedisStore:
         self._client.close()
 
 
-class _Scripts:
+class _Scripts(Batcher):
     """The store's Lua scripts, run by SHA; concurrent calls share a round trip.
 
-    Writers arriving together are sent as one pipeline (each script still
-    runs whole on its own), the way SQLite's writers share a commit: on a
-    slow network the round trip, not Redis, is the cost.  The first caller
-    to arrive sends for everyone; a lone caller pays no thread hand-off.
+    Calls arriving together go out as one pipeline (each script still runs
+    whole on its own), the way SQLite's writers share a commit: on a slow
+    network the round trip, not Redis, is the cost.  See ``_batching``.
     """
 
+    limit = 256
+
     def __init__(self, client: Any) -> None:
+        super().__init__()
         self._client = client
         self._sources: dict[str, str] = {}
-        self._leader = threading.Lock()
-        self._queue: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
 
     def add(self, source: str) -> str:
         sha = hashlib.sha1(source.encode()).hexdigest()
@@ -596,47 +596,25 @@ class _Scripts:
 
     def run_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
         """Run the scripts; return their answers, or raise the first error."""
-        done = threading.Lock()
-        done.acquire()
-        item: list[Any] = [calls, done, None, None]  # calls, done, answers, error
-        self._queue.put(item)
-        while self._leader.acquire(blocking=False):
-            try:
-                self._lead()
-            finally:
-                self._leader.release()
-            if self._queue.empty():  # see _GroupCommit.submit in sqlite.py
-                break
-        done.acquire()
-        if item[3] is not None:
-            raise item[3]
-        return item[2]
+        job = self._submit(calls)
+        if job.error is not None:
+            raise job.error
+        return job.result
 
-    def _lead(self) -> None:
-        while True:
-            batch: list[list[Any]] = []
-            try:
-                while len(batch) < 256:
-                    batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
-            if not batch:
-                return
-            try:
-                pipe = self._client.pipeline(transaction=False)
-                for calls, *_ in batch:
-                    for sha, keys, args in calls:
-                        pipe.evalsha(sha, len(keys), *keys, *args)
-                answers = iter(pipe.execute(raise_on_error=False))
-                for item in batch:
-                    item[2] = [next(answers) for _ in item[0]]
-                    item[3] = next((a for a in item[2] if isinstance(a, Exception)), None)
-            except BaseException as exc:  # noqa: BLE001 - every caller hears of it
-                for item in batch:
-                    item[3] = exc
-            finally:
-                for item in batch:
-                    item[1].release()
+    def _run(self, batch: list[Job]) -> None:
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for job in batch:
+                for sha, keys, args in job.payload:
+                    pipe.evalsha(sha, len(keys), *keys, *args)
+            answers = iter(pipe.execute(raise_on_error=False))
+        except Exception as exc:  # noqa: BLE001 - every caller hears of it
+            for job in batch:
+                job.error = exc
+            return
+        for job in batch:
+            job.result = [next(answers) for _ in job.payload]
+            job.error = next((a for a in job.result if isinstance(a, Exception)), None)
 
 
 def _fields(row: TaskRow) -> tuple[list[tuple[str, Any]], list[str]]:

@@ -20,13 +20,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-import queue
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from journal.errors import DuplicateTask, InvalidArgument, StoreCorrupt, StoreError, StoreLocked
+from journal.store._batching import Batcher, Job
 from journal.store.base import Snapshotable, StoredTask, TaskRow
 
 __all__ = ["SQLiteStore"]
@@ -328,75 +328,36 @@ class SQLiteStore:
             self._lock_file = None
 
 
-class _GroupCommit:
+class _GroupCommit(Batcher):
     """Every write of the store goes through here, on one connection.
 
-    The first caller to arrive commits for everyone: it takes what is
-    queued, runs it in one transaction and commits, then does the same for
-    whatever queued up meanwhile, and wakes each caller once its commit is
-    done.  Calls made at the same time thus share one commit (one fsync),
-    and a lone caller pays no thread hand-off.  A batch that fails is
-    retried one caller at a time, so one caller's bad write never fails
-    another's.
-
-    Nothing here takes a lock that another thread could be left waiting on
-    while its holder is switched out: under the GIL such locks turn many
-    writing threads into a convoy.  The queue is a SimpleQueue and the
-    leadership a non-blocking try.
+    Calls made at the same time share one transaction and one commit (one
+    fsync); see ``_batching``.  A batch that fails is retried one caller at
+    a time, so one caller's bad write never fails another's.
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__()
         self._conn = conn
-        self._leader = threading.Lock()  # held by the caller committing
-        self._queue: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
         self._closed = False
 
     def submit(self, ops: list[_Op]) -> Optional[BaseException]:
         """Run ``ops`` in a committed transaction; return the error, if any."""
-        done = threading.Lock()
-        done.acquire()
-        item: list[Any] = [ops, done, None]
-        self._queue.put(item)
-        while self._leader.acquire(blocking=False):
-            try:
-                self._lead()
-            finally:
-                self._leader.release()
-            # An item queued after our last look, whose owner found us still
-            # leading, would wait forever: look again now that we are not.
-            if self._queue.empty():
-                break
+        return self._submit(ops).error
+
+    def _queued(self, job: Job) -> None:
         if self._closed:
-            # close() may have drained the queue before our item was in it.
+            # close() may have drained the queue before our job was in it.
             with self._leader:
                 self._fail_queued()
-        done.acquire()  # released by whichever caller committed our item
-        return item[2]
 
-    def _lead(self) -> None:
-        while True:
-            batch: list[list[Any]] = []
-            try:
-                while len(batch) < 1024:
-                    batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
-            if not batch:
-                return
-            try:
-                if self._commit(batch) is not None and len(batch) > 1:
-                    for one in batch:
-                        self._commit([one])
-            except BaseException as exc:
-                # Interrupted (KeyboardInterrupt, a signal): fail this batch
-                # rather than leave its callers waiting forever.
-                for one in batch:
-                    if one[2] is None:
-                        one[2] = StoreError(f"the commit was interrupted ({exc!r}); retry it")
-                    one[1].release()
-                raise
-            for one in batch:
-                one[1].release()
+    def _run(self, batch: list[Job]) -> None:
+        if self._commit(batch) is not None and len(batch) > 1:
+            for job in batch:
+                self._commit([job])
+
+    def _interrupted(self, exc: BaseException) -> BaseException:
+        return StoreError(f"the commit was interrupted ({exc!r}); retry it")
 
     def close(self) -> None:
         with self._leader:
@@ -407,15 +368,15 @@ class _GroupCommit:
     def _fail_queued(self) -> None:
         """Fail the writes queued but never committed; hold the leadership."""
         while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
+            batch = self._take(self.limit)
+            if not batch:
                 return
-            item[2] = StoreError("the store was closed before this write was committed; "
-                                 "nothing of it was written")
-            item[1].release()
+            for job in batch:
+                job.error = StoreError("the store was closed before this write was committed; "
+                                       "nothing of it was written")
+                job.done.release()
 
-    def _commit(self, batch: list[list[Any]]) -> Optional[BaseException]:
+    def _commit(self, batch: list[Job]) -> Optional[BaseException]:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -423,8 +384,8 @@ class _GroupCommit:
             # a batch of registrations is one call, not one per task.
             sql = ""
             run: list[tuple[Any, ...]] = []
-            for ops, _, _ in batch:
-                for op_sql, params in ops:
+            for job in batch:
+                for op_sql, params in job.payload:
                     if op_sql != sql and run:
                         conn.executemany(sql, run)
                         run = []
@@ -436,11 +397,11 @@ class _GroupCommit:
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for item in batch:
-                item[2] = exc
+            for job in batch:
+                job.error = exc
             return exc
-        for item in batch:
-            item[2] = None
+        for job in batch:
+            job.error = None
         return None
 
 
