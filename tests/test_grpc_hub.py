@@ -8,7 +8,6 @@ restart, nothing doubled by the resend.
 
 from __future__ import annotations
 
-import functools
 import os
 import pathlib
 import signal
@@ -47,10 +46,16 @@ def _spawn(script, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-@functools.lru_cache(maxsize=None)
-def _expected(command):
-    done = subprocess.run(["sh", "-c", command], capture_output=True, timeout=60)
-    return {"stdout": done.stdout, "stderr": done.stderr}
+@pytest.fixture(scope="module")
+def expected():
+    """What each command prints, run here before this process has a gRPC
+    channel: gRPC's fork handlers can write into a forked child's stderr."""
+    outputs = {}
+    for command, _ in COMMANDS:
+        if command not in outputs:
+            done = subprocess.run(["sh", "-c", command], capture_output=True, timeout=60)
+            outputs[command] = {"stdout": done.stdout, "stderr": done.stderr}
+    return outputs
 
 
 @pytest.fixture
@@ -80,7 +85,7 @@ def cluster(tmp_path):
             process.kill()
 
 
-def test_thirty_commands_survive_a_hub_killed_while_they_stream(cluster):
+def test_thirty_commands_survive_a_hub_killed_while_they_stream(expected, cluster):
     from client import HubClient
 
     from journal import JournalInspector, TaskStatus
@@ -114,9 +119,8 @@ def test_thirty_commands_survive_a_hub_killed_while_they_stream(cluster):
 
     for (command, code), result in zip(COMMANDS, results):
         assert (result.status, result.exit_code) == ("completed" if code == 0 else "failed", code), command
-        expected = _expected(command)
         streams = {stream.name: stream for stream in result.streams}
-        for name, data in expected.items():
+        for name, data in expected[command].items():
             if not data:
                 assert name not in streams or streams[name].total == 0
                 continue
@@ -145,12 +149,15 @@ def test_the_hub_keeps_resent_output_once_and_asks_again_after_a_gap():
 
     journal = TaskJournal()
     journal.register("t", "n")
-    hub, link, handles = Hub(journal, time.monotonic()), NodeLink("n"), {}
-
-    async def feed(offset, data):
-        await hub._ingest(link, pb.Output(task_id="t", stream="stdout", offset=offset, data=data), handles)
+    hub, handles = Hub(journal, time.monotonic()), {}
 
     async def scenario():
+        link = NodeLink("n")  # its queue belongs to this loop (Python 3.9)
+
+        async def feed(offset, data):
+            output = pb.Output(task_id="t", stream="stdout", offset=offset, data=data)
+            await hub._ingest(link, output, handles)
+
         await feed(0, b"0123456789")
         await feed(5, b"56789abcde")  # half of it was sent before: kept once
         await feed(30, b"too far")  # a gap: nothing kept, the node is asked again

@@ -34,7 +34,6 @@ from journal import (
     StreamSealed,
     TaskJournal,
     TaskLost,
-    TaskStatus,
     UnknownTask,
     WaitTimeout,
 )

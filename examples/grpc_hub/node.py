@@ -22,7 +22,12 @@ import sys
 import tempfile
 from typing import Any, AsyncIterator, Optional
 
-import grpc
+# The node forks a subprocess per command while its channel is open: without
+# this, gRPC's fork handlers may write their own log lines into the child's
+# stderr (seen with grpcio 1.80), which would become part of the task's output.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
+import grpc  # noqa: E402
 
 from protocol import CHUNK, pb, rpc
 
