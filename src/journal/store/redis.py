@@ -242,10 +242,13 @@ class RedisStore:
         pause = 0.02
         while True:
             try:
-                return call(*args, **kwargs)
-            except redis_errors.NoScriptError:
-                self._scripts.load()  # the server restarted and forgot them
-                continue
+                try:
+                    return call(*args, **kwargs)
+                except redis_errors.NoScriptError:
+                    # The server restarted and forgot the scripts: load them
+                    # and go again at once.
+                    self._scripts.load()
+                    return call(*args, **kwargs)
             except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
                 if self._closed.is_set() or time.monotonic() + pause > deadline:
                     raise StoreUnavailable(
