@@ -72,25 +72,39 @@ __all__ = ["RedisStore"]
 
 T = TypeVar("T")
 
-_TERMINAL = ("completed", "failed", "cancelled", "timed_out", "lost")
-_FIELDS = TaskRow._fields
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
-# KEYS: task, streams, created, in_flight, finished, status, counts, tombs
-# ARGV: new, me, id, ttl_ms, channel, created_at, status, terminal, finished_at,
-#       n_set, n_del, n_streams, registration token, then n_set field/value
-#       pairs, n_del fields, n_streams name/snapshot pairs
+# The hash fields of a task row, in the order _pack_row() writes them.
+_ROW_FIELDS = (*TaskRow._fields, "result_kind")
+
+# KEYS: task, streams.  ARGV: new, me, namespace, ttl_ms, registration token,
+# the row (_pack_row), then stream name/snapshot pairs.  The index keys are
+# named here from the namespace: few arguments keep a registration cheap to
+# send (redis-py spends most of a call's time packing them).
 _PUT_TASK = """
 local task, streams = KEYS[1], KEYS[2]
-local new, me, id = ARGV[1] == '1', ARGV[2], ARGV[3]
-local ttl, channel, created, status = tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
-local terminal, finished = ARGV[8] == '1', ARGV[9]
-local n_set, n_del, n_streams = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local new, me, ns, ttl, token = ARGV[1] == '1', ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local names = {$NAMES}
+local row, set, gone, at = {}, {}, {}, 1
+for i, name in ipairs(names) do
+  local colon = string.find(ARGV[6], ':', at, true)
+  local size = tonumber(string.sub(ARGV[6], at, colon - 1))
+  if size < 0 then
+    gone[#gone + 1] = name
+    at = colon + 1
+  else
+    row[name] = string.sub(ARGV[6], colon + 1, colon + size)
+    set[#set + 1] = name
+    set[#set + 1] = row[name]
+    at = colon + 1 + size
+  end
+end
+local id, status = row['task_id'], row['status']
 if redis.call('EXISTS', task) == 1 then
   local owner = redis.call('HGET', task, 'owner')
   if new then
     -- A retry of this very registration (its reply was lost) succeeds.
-    if redis.call('HGET', task, 'registration') == ARGV[13] then
+    if redis.call('HGET', task, 'registration') == token then
       return 'again'
     end
     return redis.error_reply('DUPLICATE ' .. (redis.call('HGET', task, 'node_id') or ''))
@@ -99,38 +113,30 @@ if redis.call('EXISTS', task) == 1 then
     return redis.error_reply('OWNED ' .. owner)
   end
 end
-local at = 14
-for i = 1, n_set do
-  redis.call('HSET', task, ARGV[at], ARGV[at + 1])
-  at = at + 2
+redis.call('HSET', task, 'owner', me, 'detached', '0', unpack(set))
+if #gone > 0 then redis.call('HDEL', task, unpack(gone)) end
+if new then redis.call('HSET', task, 'registration', token) end
+for i = 7, #ARGV, 2 do
+  redis.call('HSET', streams, ARGV[i], ARGV[i + 1])
 end
-for i = 1, n_del do
-  redis.call('HDEL', task, ARGV[at])
-  at = at + 1
-end
-redis.call('HSET', task, 'owner', me, 'detached', '0')
-if new then redis.call('HSET', task, 'registration', ARGV[13]) end
-for i = 1, n_streams do
-  redis.call('HSET', streams, ARGV[at], ARGV[at + 1])
-  at = at + 2
-end
-local old = redis.call('HGET', KEYS[6], id)
-if old then redis.call('HINCRBY', KEYS[7], old, -1) end
-redis.call('HINCRBY', KEYS[7], status, 1)
-redis.call('HSET', KEYS[6], id, status)
-redis.call('ZADD', KEYS[3], created, id)
-if new then redis.call('ZREM', KEYS[8], id) end
-if terminal then
-  redis.call('ZREM', KEYS[4], id)
-  redis.call('ZADD', KEYS[5], finished, id)
+local index = ns .. ':index:'
+local old = redis.call('HGET', index .. 'status', id)
+if old then redis.call('HINCRBY', index .. 'counts', old, -1) end
+redis.call('HINCRBY', index .. 'counts', status, 1)
+redis.call('HSET', index .. 'status', id, status)
+redis.call('ZADD', index .. 'created', row['created_at'], id)
+if new then redis.call('ZREM', index .. 'tombs', id) end
+if row['finished_at'] then
+  redis.call('ZREM', index .. 'in_flight', id)
+  redis.call('ZADD', index .. 'finished', row['finished_at'], id)
   redis.call('PEXPIRE', task, ttl)
   redis.call('PEXPIRE', streams, ttl)
-  redis.call('PUBLISH', channel, id)
+  redis.call('PUBLISH', ns .. ':ended', id)
 else
-  redis.call('ZADD', KEYS[4], created, id)
+  redis.call('ZADD', index .. 'in_flight', row['created_at'], id)
 end
 return 'ok'
-"""
+""".replace("$NAMES", ", ".join(f"'{name}'" for name in _ROW_FIELDS))
 
 # KEYS: task, streams.  ARGV: me, then name/snapshot pairs.
 # 0: the task is gone (expired); -1: another replica owns it; 1: written.
@@ -405,24 +411,16 @@ class RedisStore:
         self, row: TaskRow, streams: Optional[Mapping[str, Snapshotable]] = None, *, new: bool = False
     ) -> None:
         self._check_writable()
-        fields, gone = _fields(row)
-        snapshots = [(name, buf.snapshot()) for name, buf in (streams or {}).items()]
-        terminal = row.finished_at is not None
         args: list[Any] = [
-            "1" if new else "0", self.replica, row.task_id, self._ttl_ms, self._channel,
-            repr(row.created_at), row.status, "1" if terminal else "0",
-            repr(row.finished_at) if terminal else "", len(fields), len(gone), len(snapshots),
+            "1" if new else "0", self.replica, self.namespace, self._ttl_ms,
             # Tells a retried registration whose first try landed from a duplicate.
             uuid.uuid4().hex if new else "-",
+            _pack_row(row),
         ]
-        for name, value in fields:
-            args += (name, value)
-        args += gone
-        for name, snapshot in snapshots:
-            args += (name, snapshot)
+        for name, buf in (streams or {}).items():
+            args += (name, buf.snapshot())
         try:
-            self._call(self._scripts.run, self._put_task, self._task_keys(row.task_id) + self._index,
-                       args)
+            self._call(self._scripts.run, self._put_task, self._task_keys(row.task_id), args)
         except redis_errors.ResponseError as exc:
             raise self._refused(row.task_id, str(exc)) from None
 
@@ -620,21 +618,20 @@ class _Scripts(Batcher):
             job.error = next((a for a in job.result if isinstance(a, Exception)), None)
 
 
-def _fields(row: TaskRow) -> tuple[list[tuple[str, Any]], list[str]]:
-    """The hash fields a row sets, and those it clears (its None values)."""
-    fields: list[tuple[str, Any]] = []
-    gone: list[str] = []
-    for name, value in zip(_FIELDS, row):
+def _pack_row(row: TaskRow) -> bytes:
+    """The row's fields (and whether its result is text or bytes) as one
+    argument: ``<length>:<bytes>`` each, ``-1:`` for None."""
+    kind = None if row.result is None else ("b" if isinstance(row.result, bytes) else "s")
+    parts = []
+    for value in (*row, kind):
         if value is None:
-            gone.append(name)
-        elif isinstance(value, float):
-            fields.append((name, repr(value)))
-        else:
-            fields.append((name, value))
-    # A result is text (JSON) or raw bytes: remember which.
-    if row.result is not None:
-        fields.append(("result_kind", "b" if isinstance(row.result, bytes) else "s"))
-    return fields, gone
+            parts.append(b"-1:")
+            continue
+        if isinstance(value, float):
+            value = repr(value)
+        data = value if isinstance(value, bytes) else value.encode()
+        parts.append(b"%d:%s" % (len(data), data))
+    return b"".join(parts)
 
 
 def _row(fields: dict[bytes, bytes]) -> TaskRow:
