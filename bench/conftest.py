@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import random
 import sys
 import threading
 
@@ -41,6 +42,28 @@ def run_in_threads(work, slices):
 
 def split(items, parts):
     return [items[n::parts] for n in range(parts)]
+
+
+def stream_1k_appends(benchmark, per_op, journals, appends, rounds):
+    """Register 100 tasks over ``journals`` (round robin), then time 16
+    threads making ``appends`` 1 KB appends to their stdout handles, the
+    tasks drawn at random (the same draw every run)."""
+    handles = []
+    for n in range(100):
+        journal = journals[n % len(journals)]
+        journal.register(f"t{n}", "node")
+        handles.append(journal.stream(f"t{n}"))
+    rng = random.Random(7)
+    sequence = [handles[rng.randrange(100)] for _ in range(appends)]
+    chunk = b"x" * 1024
+
+    def work(part):
+        for handle in part:
+            handle.append(chunk)
+
+    per_op(len(sequence))
+    benchmark.pedantic(run_in_threads, args=(work, split(sequence, 16)), rounds=rounds,
+                       iterations=1, warmup_rounds=1)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ these figures are Redis's round trips, not its disk).  SQLite runs with
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import sys
 import tempfile
@@ -21,7 +20,7 @@ import uuid
 
 import pytest
 
-from conftest import buffer_class, run_in_threads, split
+from conftest import buffer_class, run_in_threads, stream_1k_appends
 
 from journal import JournalConfig, TaskJournal
 
@@ -29,7 +28,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from redis_server import RedisServer  # noqa: E402
 
 THREADS = 16
-CHUNK = b"x" * 1024
 STORES = ["sqlite", "redis", "redisx2"]  # redisx2: two replicas sharing the work
 
 
@@ -89,21 +87,7 @@ def test_durable_registrations(benchmark, per_op, kind, redis_base):
 def test_streaming(benchmark, per_op, kind, redis_base):
     benchmark.group = "streaming by store, 1 KB appends, 16 threads, checkpoint every 0.1 s"
     journals = _open(kind, redis_base, checkpoint_interval=0.1)
-    handles = []
-    for n in range(100):
-        journal = journals[n % len(journals)]
-        journal.register(f"t{n}", "node")
-        handles.append(journal.stream(f"t{n}"))
-    rng = random.Random(7)
-    sequence = [handles[rng.randrange(100)] for _ in range(1_000_000)]
-
-    def work(part):
-        for handle in part:
-            handle.append(CHUNK)
-
-    per_op(len(sequence))
-    benchmark.pedantic(run_in_threads, args=(work, split(sequence, THREADS)), rounds=3,
-                       iterations=1, warmup_rounds=1)
+    stream_1k_appends(benchmark, per_op, journals, appends=1_000_000, rounds=3)
     for journal in journals:
         assert journal.stats()["store_errors"] == 0
         journal.close()

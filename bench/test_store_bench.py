@@ -9,19 +9,17 @@ durable (committed) before register() returns.  Recovery: opening a store of
 from __future__ import annotations
 
 import os
-import random
 import sqlite3
 import tempfile
 
 import pytest
 
-from conftest import buffer_class, run_in_threads, split
+from conftest import buffer_class, run_in_threads, stream_1k_appends
 
 from journal import JournalConfig, TaskJournal
 from journal.store import sqlite as sqlite_store
 
 THREADS = 16
-CHUNK = b"x" * 1024
 
 
 def _url(kind, directory, synchronous="full"):
@@ -35,20 +33,7 @@ def test_streaming(benchmark, per_op, kind, tmp_path):
     benchmark.group = "streaming 1 KB appends, 16 threads, 100 tasks, checkpoint every 0.1 s"
     config = JournalConfig(checkpoint_interval=0.1, sweep_interval=0)
     journal = TaskJournal(_url(kind, tmp_path), config=config, buffer_class=buffer_class("c"))
-    handles = []
-    for n in range(100):
-        journal.register(f"t{n}", "node")
-        handles.append(journal.stream(f"t{n}"))
-    rng = random.Random(7)
-    sequence = [handles[rng.randrange(100)] for _ in range(4_000_000)]
-
-    def work(part):
-        for handle in part:
-            handle.append(CHUNK)
-
-    per_op(len(sequence))
-    benchmark.pedantic(run_in_threads, args=(work, split(sequence, THREADS)), rounds=5,
-                       iterations=1, warmup_rounds=1)
+    stream_1k_appends(benchmark, per_op, [journal], appends=4_000_000, rounds=5)
     journal.close()
 
 

@@ -133,33 +133,32 @@ def _journal_factory(url, buffer_cls, clock):
     return make, opened
 
 
+def _journals(url, buffer_cls, clock):
+    """Yield a journal factory on ``url``; close what it opened afterwards."""
+    make, opened = _journal_factory(url, buffer_cls, clock)
+    yield make
+    for journal in opened:
+        journal.close()
+
+
 @pytest.fixture
 def make_journal(buffer_cls, clock, store_url):
     """Journals on this run's store and buffer implementation; all closed
     at the end of the test."""
-    make, opened = _journal_factory(store_url, buffer_cls, clock)
-    yield make
-    for journal in opened:
-        journal.close()
+    yield from _journals(store_url, buffer_cls, clock)
 
 
 @pytest.fixture
 def reopen(buffer_cls, clock, durable_url):
     """Journals on one durable store, as successive hub processes (or hub
     replicas) would open it."""
-    make, opened = _journal_factory(durable_url, buffer_cls, clock)
-    yield make
-    for journal in opened:
-        journal.close()
+    yield from _journals(durable_url, buffer_cls, clock)
 
 
 @pytest.fixture
 def reopen_sqlite(buffer_cls, clock, sqlite_url):
     """``reopen`` for the tests of the SQLite file itself."""
-    make, opened = _journal_factory(sqlite_url, buffer_cls, clock)
-    yield make
-    for journal in opened:
-        journal.close()
+    yield from _journals(sqlite_url, buffer_cls, clock)
 
 
 @pytest.fixture

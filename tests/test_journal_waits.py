@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 
@@ -17,33 +16,7 @@ from journal import (
     WaitTimeout,
 )
 
-WAIT = 10.0  # generous: these waits end by being woken, not by timing out
-
-
-def _in_thread(call, *args):
-    """Start ``call(*args)`` in a thread; return a function giving its outcome."""
-    outcome = {}
-    started = threading.Event()
-
-    def run():
-        started.set()
-        try:
-            outcome["value"] = call(*args)
-        except Exception as exc:  # noqa: BLE001 - handed back to the test
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    started.wait()
-
-    def result():
-        thread.join(WAIT)
-        assert not thread.is_alive(), "the waiter was never woken"
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
-
-    return result
+from in_thread import WAIT, in_thread as _in_thread
 
 
 FINISHERS = {

@@ -29,11 +29,12 @@ from journal import (
     UnknownTask,
 )
 from journal.store.redis import RedisStore
+from in_thread import in_thread
 from redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 
-WAIT = 10.0
+WAIT = 10.0  # generous: these waits end by being woken, not by timing out
 
 
 @pytest.fixture
@@ -62,26 +63,6 @@ def replicas(namespace, buffer_cls, clock):
         journal.close()
 
 
-def _in_thread(call, *args):
-    outcome = {}
-
-    def run():
-        try:
-            outcome["value"] = call(*args)
-        except Exception as exc:  # noqa: BLE001 - handed back to the test
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-
-    def result():
-        thread.join(WAIT + 5)
-        assert not thread.is_alive(), "the waiter was never woken"
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
-
-    return result
 
 
 def _keys(namespace):
@@ -159,7 +140,7 @@ def test_a_waiter_on_one_replica_is_woken_by_another_replicas_completion(replica
     # its wait times out, after WAIT seconds.
     a, b = replicas("a", poll=30), replicas("b", poll=30)
     a.register("t", "n1")
-    waiter = _in_thread(_timed, b.wait, "t", WAIT)
+    waiter = in_thread(_timed, b.wait, "t", WAIT)
     time.sleep(0.1)
     a.complete("t", ["done"])
     record, seconds = waiter()
@@ -189,7 +170,7 @@ def test_a_lost_message_only_delays_the_wait(replicas, monkeypatch):
     monkeypatch.setattr(RedisStore, "on_ended", lambda self, callback: None)
     b = replicas("b", poll=0.2)
     a.register("t", "n1")
-    waiter = _in_thread(b.wait, "t", WAIT)
+    waiter = in_thread(b.wait, "t", WAIT)
     time.sleep(0.3)
     a.complete("t", 7)
     assert waiter().result == 7
@@ -217,7 +198,7 @@ def test_a_dead_replicas_tasks_are_adopted_reattached_or_lost(replicas, clock):
         a.stream(task_id).append(b"before the crash\n")
     a.checkpoint()
     a.stream("resumed").append(b"never checkpointed\n")
-    waiter_b = _in_thread(b.wait, "orphan", WAIT)
+    waiter_b = in_thread(b.wait, "orphan", WAIT)
     a.abandon()  # the replica dies: no release of its lease, no last checkpoint
 
     with pytest.raises(OwnedElsewhere, match="'a'"):
@@ -251,7 +232,7 @@ def test_a_node_may_reattach_through_any_replica(replicas):
     a.abandon()
     time.sleep(0.7)
     assert b.sweep()["adopted"] == 1
-    waiter = _in_thread(b.wait, "t", WAIT)  # waits on b, which holds it
+    waiter = in_thread(b.wait, "t", WAIT)  # waits on b, which holds it
     c.reattach("t", "n1")  # allowed: b holds it detached
     assert c.get("t").owner == "c"
     with pytest.raises(OwnedElsewhere, match="now owned by hub replica 'c'"):
@@ -438,7 +419,7 @@ def test_a_waiter_survives_a_redis_restart(replicas, outage_server):
     a = replicas("a", server_url=outage_server.url, poll=30)
     b = replicas("b", server_url=outage_server.url, poll=30)
     a.register("t", "n1")
-    waiter = _in_thread(_timed, b.wait, "t", WAIT)
+    waiter = in_thread(_timed, b.wait, "t", WAIT)
     time.sleep(0.1)
     outage_server.stop()
     time.sleep(0.3)
