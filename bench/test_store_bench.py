@@ -19,7 +19,6 @@ from conftest import buffer_class, run_in_threads, stream_1k_appends
 from journal import JournalConfig, TaskJournal
 from journal.store import sqlite as sqlite_store
 
-THREADS = 16
 
 
 def _url(kind, directory, synchronous="full"):
