@@ -20,7 +20,6 @@ from journal import JournalConfig, TaskJournal
 from journal.store import sqlite as sqlite_store
 
 
-
 def _url(kind, directory, synchronous="full"):
     if kind == "memory":
         return "memory://"
