@@ -222,3 +222,8 @@ def test_simulate_and_read_commands_on_redis(redis_url):
     assert len(rows) == 20 and {row["status"] for row in rows} <= {"completed", "failed"}
     assert json.loads(run("in-flight", "--store", redis_url, "--json").stdout) == []
     assert json.loads(run("check", "--store", redis_url, "--json").stdout) == {"ok": True, "problems": []}
+    time.sleep(0.05)
+    gone = json.loads(run("gc", "--store", redis_url, "--result-ttl", "0.01", "--json").stdout)
+    assert gone["expired"] == 20
+    expired = run("show", rows[0]["task_id"], "--store", redis_url, check=False)
+    assert expired.returncode == 1 and "expired" in expired.stderr
