@@ -275,9 +275,12 @@ class RedisStore:
             return self._in_flight()
         return self.adopt_orphans()
 
-    def _in_flight(self) -> list[StoredTask]:
-        ids = [raw.decode() for raw in self._call(self._client.zrange, self._index[1], 0, -1)]
-        return [item for item in self._get_many(ids) if item is not None]
+    def _in_flight_ids(self) -> list[str]:
+        return [raw.decode() for raw in self._call(self._client.zrange, self._index[1], 0, -1)]
+
+    def _in_flight(self, ids: Optional[list[str]] = None) -> list[StoredTask]:
+        found = self._get_many(self._in_flight_ids() if ids is None else ids)
+        return [item for item in found if item is not None]
 
     def adopt_orphans(self, holding: Iterable[str] = ()) -> list[StoredTask]:
         """Claim, detached, every in-flight task whose owner is gone or is
@@ -285,8 +288,7 @@ class RedisStore:
         if self.readonly:
             return []
         held = set(holding)
-        ids = [raw.decode() for raw in self._call(self._client.zrange, self._index[1], 0, -1)]
-        ids = [task_id for task_id in ids if task_id not in held]
+        ids = [task_id for task_id in self._in_flight_ids() if task_id not in held]
         if not ids:
             return []
         owners = self._owners(ids)
@@ -402,8 +404,11 @@ class RedisStore:
             start += page
 
     def in_flight_owned_elsewhere(self) -> list[StoredTask]:
-        """In-flight tasks held by other replicas (for ``in_flight()``)."""
-        return [item for item in self._in_flight() if item.owner != self.replica]
+        """In-flight tasks held by other replicas (for ``in_flight()``); the
+        snapshots of this replica's own are not read: it holds them."""
+        owners = self._owners(self._in_flight_ids())
+        others = [task_id for task_id, owner in owners.items() if owner != self.replica]
+        return [item for item in self._in_flight(others) if item.owner != self.replica]
 
     # -- writing -----------------------------------------------------------
 
