@@ -9,10 +9,13 @@ durable (for a durable store) when the call returns.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple, Optional, Protocol, Union
 
-__all__ = ["Snapshotable", "Store", "StoredTask", "TaskRow"]
+from journal.lifecycle import TaskStatus
+
+__all__ = ["Snapshotable", "Store", "StoredTask", "TaskRow", "row_problem"]
 
 
 class TaskRow(NamedTuple):
@@ -29,6 +32,45 @@ class TaskRow(NamedTuple):
     updated_at: float
     finished_at: Optional[float]
     deadline: Optional[float]
+
+
+_STATUSES = frozenset(status.value for status in TaskStatus)
+_TERMINAL = frozenset(status.value for status in TaskStatus if status.terminal)
+
+
+def row_problem(row: TaskRow) -> Optional[str]:
+    """Why a row read back from a store cannot be a task the journal wrote,
+    or None if it can.  Stores skip such rows in listings, name them in
+    ``check()`` and remove them in ``repair()``, so one hostile or damaged
+    row never breaks a read of the others."""
+    if not isinstance(row.task_id, str) or not row.task_id:
+        return "its task id is not text"
+    if not isinstance(row.node_id, str) or not row.node_id:
+        return "its node id is not text"
+    if row.status not in _STATUSES:
+        return f"its status {row.status!r} is not a task status"
+    for name in ("meta_json", "error"):
+        value = getattr(row, name)
+        if value is not None and not isinstance(value, str):
+            return f"its {name} is not text"
+    if row.result is not None and not isinstance(row.result, (str, bytes)):
+        return "its result is neither text nor bytes"
+    for name in ("created_at", "updated_at", "finished_at", "deadline"):
+        value = getattr(row, name)
+        if value is None and name in ("finished_at", "deadline"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            return f"its {name} is not a number"
+    if (row.finished_at is None) != (row.status not in _TERMINAL):
+        return "its finished_at does not match its status"
+    for name in ("meta_json", "result"):
+        value = getattr(row, name)
+        if isinstance(value, str):
+            try:
+                json.loads(value)
+            except (ValueError, RecursionError):
+                return f"its {name} is not valid JSON"
+    return None
 
 
 class StoredTask(NamedTuple):
