@@ -9,6 +9,12 @@ Nothing here takes a lock that another thread could be left waiting on
 while its holder is switched out: under the GIL such locks turn many writing
 threads into a convoy.  The queue is a SimpleQueue and the leadership a
 non-blocking try.
+
+No caller depends on one leader either: a waiting caller looks up every
+``TAKEOVER`` seconds and, if jobs are queued and nobody leads, leads them
+itself.  A leader interrupted by KeyboardInterrupt (or any error) fails its
+own batch and leaves; whoever waits behind it carries on, so every queued
+job completes or fails promptly, without waiting for some unrelated call.
 """
 
 from __future__ import annotations
@@ -16,6 +22,11 @@ from __future__ import annotations
 import queue
 import threading
 from typing import Any, Optional
+
+#: How long a waiting caller trusts the leader before it looks whether
+#: queued jobs were left unattended (seconds).  Waking this often costs
+#: nothing measurable; it bounds how long an abandoned queue waits.
+TAKEOVER = 0.05
 
 
 class Job:
@@ -47,18 +58,24 @@ class Batcher:
         job once the outcome is set."""
         job = Job(payload)
         self._queue.put(job)
+        self._lead_if_free()
+        self._queued(job)
+        while not job.done.acquire(timeout=TAKEOVER):
+            # Still waiting: if our leader was interrupted, nobody leads.
+            if not self._queue.empty():
+                self._lead_if_free()
+        return job
+
+    def _lead_if_free(self) -> None:
         while self._leader.acquire(blocking=False):
             try:
                 self._lead()
             finally:
                 self._leader.release()
             # A job queued after our last look, whose owner found us still
-            # leading, would wait forever: look again now that we are not.
+            # leading, would wait for its next look: look again now.
             if self._queue.empty():
                 break
-        self._queued(job)
-        job.done.acquire()
-        return job
 
     def _queued(self, job: Job) -> None:
         """Called after queueing, before waiting (for a store being closed)."""
