@@ -40,7 +40,7 @@ class MemoryStore:
 
     def count_by_status(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for row in list(self._rows.values()):
+        for row in self._snapshot().values():
             counts[row.status] = counts.get(row.status, 0) + 1
         return counts
 
@@ -49,11 +49,18 @@ class MemoryStore:
     ) -> list[TaskRow]:
         rows = [
             row
-            for row in list(self._rows.values())
+            for row in self._snapshot().values()
             if (status is None or row.status == status) and (node_id is None or row.node_id == node_id)
         ]
         rows.sort(key=lambda row: row.created_at, reverse=True)
         return rows[:limit] if limit is not None else rows
+
+    def _snapshot(self) -> dict[str, TaskRow]:
+        """The rows at one instant.  Registrations change ``_rows`` without a
+        lock, so nothing may iterate it directly (a dict that grows while it
+        is iterated raises RuntimeError): ``dict.copy`` takes the copy in one
+        C call, during which no other thread runs."""
+        return self._rows.copy()
 
     def put_task(
         self, row: TaskRow, streams: Optional[Mapping[str, Snapshotable]] = None, *, new: bool = False
@@ -74,22 +81,34 @@ class MemoryStore:
         pass  # the journal's buffers are the only copy
 
     def expire_finished(self, cutoff: float, tombstone_until: float) -> list[str]:
+        # The lock only keeps two sweeps apart; registrations never take it.
         with self._lock:
-            expired = [
-                task_id
-                for task_id, row in self._rows.items()
+            finished = [
+                (task_id, row)
+                for task_id, row in self._snapshot().items()
                 if row.finished_at is not None and row.finished_at <= cutoff
             ]
-            for task_id in expired:
-                del self._rows[task_id]
+            expired = []
+            for task_id, row in finished:
+                if self._rows.get(task_id) is not row:
+                    continue  # rewritten since the snapshot: not the row we judged
+                # The tombstone first: a registration of the same id can only
+                # land once the row is gone, and it clears the tombstone then.
                 self._tombstones[task_id] = tombstone_until
+                if self._rows.get(task_id) is row:
+                    del self._rows[task_id]
+                    expired.append(task_id)
+                else:
+                    self._tombstones.pop(task_id, None)
         return expired
 
     def forget_tombstones(self, now: float) -> int:
         with self._lock:
-            old = [task_id for task_id, until in self._tombstones.items() if until <= now]
+            # A copy, as in expire_finished: registrations pop tombstones
+            # without the lock.
+            old = [task_id for task_id, until in self._tombstones.copy().items() if until <= now]
             for task_id in old:
-                del self._tombstones[task_id]
+                self._tombstones.pop(task_id, None)
         return len(old)
 
     def check(self) -> list[str]:
