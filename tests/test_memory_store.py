@@ -180,3 +180,63 @@ def test_tombstone_goes_down_before_the_row_goes():
     store._rows = Watch(store._rows)
     store.expire_finished(cutoff=2.0, tombstone_until=3.0)
     assert order == [("row gone", True)]
+@pytest.mark.parametrize("url", [None, 3, b"memory://", ["memory://"]])
+def test_open_store_refuses_a_url_that_is_not_a_str(url):
+    with pytest.raises(InvalidArgument, match=r"the store URL must be a str"):
+        open_store(url)
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("", "is empty"),
+    ("   ", "looks like"),
+    ("memory", "looks like"),
+    ("ftp://x", "unsupported store URL 'ftp://x'"),
+    ("nosuch://x", "unsupported store URL"),
+    ("://x", "unsupported store URL"),
+    ("memory://elsewhere", "memory:// takes no path"),
+    ("memory://?x=1", "memory:// takes no path"),
+    ("memory://#frag", "memory:// takes no path"),
+])
+def test_open_store_refuses_bad_urls_with_invalid_argument(url, message):
+    with pytest.raises(InvalidArgument, match=message):
+        open_store(url)
+
+
+def test_open_store_memory():
+    store = open_store("memory://")
+    assert isinstance(store, MemoryStore) and store.url == "memory://"
+
+
+def test_forgetting_tombstones_races_registrations_that_clear_them():
+    store = MemoryStore()
+    # Tombstones not yet due, so every pass walks all of them.
+    store._tombstones.update((f"old-{n}", 5.0) for n in range(200_000))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    sweeps = 0
+
+    def work(worker):
+        try:
+            for n in range(PER_WORKER // 4):
+                if stop.is_set():
+                    break
+                task_id = f"w{worker}-{n}"
+                store._tombstones[task_id] = 0.0  # as an earlier expiry leaves it
+                store.put_task(_row(task_id), new=True)  # clears it, lock-free
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def sweep():
+        nonlocal sweeps
+        while not stop.is_set():
+            try:
+                store.forget_tombstones(now=1.0)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+            sweeps += 1
+
+    _run(work, sweep, seconds=2.0, stop=stop)
+    assert not errors, f"{len(errors)} errors in {sweeps} sweeps, first: {errors[0]!r}"
+    assert store.forget_tombstones(now=1.0) == 0
+    assert len(store._tombstones) == 200_000
+    assert store.forget_tombstones(now=6.0) == 200_000 and store._tombstones == {}
