@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import signal
 import socket
 import subprocess
 import time
@@ -57,5 +59,30 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    # -- faults, for the tests of the Redis store's error handling ----------
+
+    def client(self):
+        """A plain redis-py client of this server (imports redis lazily)."""
+        import redis
+
+        return redis.Redis.from_url(self.url)
+
+    def freeze(self) -> None:
+        """SIGSTOP the server: connections are accepted by the kernel and
+        commands queue unanswered; they run once :meth:`thaw` is called."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL the server (nothing flushed)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
             self.process.wait(timeout=10)
         self.process = None
