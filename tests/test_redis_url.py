@@ -1,0 +1,77 @@
+"""redis:// store URLs: every option is checked before anything connects
+(issue 13, points 4 and 12)."""
+
+from __future__ import annotations
+
+import pytest
+
+from journal import InvalidArgument
+from journal.store.redis import REDIS_PY_OPTIONS, RedisStore, _client_options, _parse_url
+
+pytestmark = pytest.mark.redis
+
+BASE = "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize("name", ["timeout", "lease", "poll"])
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "-1", "0", "1e-9", "1e308", "100000", "x", ""])
+def test_seconds_must_be_finite_and_bounded(name, value):
+    with pytest.raises(InvalidArgument, match=rf"{name} in a redis:// store URL is seconds.*0\.001.*86400"):
+        _parse_url(f"{BASE}?{name}={value}")
+
+
+@pytest.mark.parametrize("name", ["timeout", "lease", "poll"])
+def test_seconds_at_the_bounds_are_accepted(name):
+    assert _parse_url(f"{BASE}?{name}=0.001")[name] == 0.001
+    assert _parse_url(f"{BASE}?{name}=86400")[name] == 86400
+
+
+def test_an_unknown_option_is_named_with_the_accepted_ones():
+    with pytest.raises(InvalidArgument, match=r"'bogus'.*timeout.*health_check_interval") as caught:
+        RedisStore(f"{BASE}?bogus=1")
+    assert "TypeError" not in str(caught.value)
+
+
+def test_tls_options_need_rediss():
+    with pytest.raises(InvalidArgument, match="ssl_cert_reqs.*rediss://"):
+        _parse_url(f"{BASE}?ssl_cert_reqs=none")
+
+
+@pytest.mark.parametrize("name", sorted(REDIS_PY_OPTIONS))
+def test_every_accepted_redis_py_option_makes_a_connection(name):
+    """redis-py takes each allowed option (it builds a connection from it
+    without a TypeError); no server is needed for that."""
+    import redis
+
+    value = {"health_check_interval": "5", "socket_keepalive": "true", "client_name": "hub",
+             "ssl_cert_reqs": "none", "ssl_check_hostname": "false"}.get(name, "/nonexistent")
+    scheme = "rediss" if name.startswith("ssl_") else "redis"
+    settings = _parse_url(f"{scheme}://127.0.0.1:6379/0?{name}={value}")
+    client = redis.Redis.from_url(settings["server_url"], **_client_options(settings))
+    try:
+        client.connection_pool.make_connection()
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:99999/0",
+        "redis://127.0.0.1:x/0",
+        "redis://127.0.0.1:0/0",
+        "redis://127.0.0.1:6379/abc",
+        "redis://127.0.0.1:6379/0/1",
+        "redis://127.0.0.1:6379/-1",
+        "redis://127.0.0.1:6379/0?health_check_interval=soon",
+        "redis://127.0.0.1:6379/0#fragment",
+    ],
+)
+def test_malformed_urls_are_invalid_arguments(url):
+    with pytest.raises(InvalidArgument):
+        RedisStore(url)
+
+
+def test_timeout_inf_used_to_retry_forever():
+    with pytest.raises(InvalidArgument, match="timeout"):
+        RedisStore("redis://127.0.0.1:1/0?timeout=inf")
