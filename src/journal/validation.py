@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import json
-import math
 import re
+import sys
+import threading
 from typing import Any, Optional, Union
 
-from journal.errors import InvalidArgument
+from journal.errors import InvalidArgument, StoreCorrupt
+from journal.lifecycle import TaskStatus
 
-__all__ = ["MAX_ID_LENGTH", "check_id", "encode_json", "encode_result"]
+__all__ = [
+    "MAX_ID_LENGTH",
+    "MAX_SECONDS",
+    "check_deadline",
+    "check_id",
+    "check_limit",
+    "check_status",
+    "check_timeout",
+    "encode_json",
+    "encode_result",
+]
 
 #: Longest task id, node id or stream name accepted, in characters.
 MAX_ID_LENGTH = 256
+
+#: Longest span of seconds the journal accepts for a deadline or a setting:
+#: ten years.  Far below ``threading.TIMEOUT_MAX``, and small enough that
+#: ``now + seconds`` is always an exact, finite float.
+MAX_SECONDS = 10 * 365 * 86400
+
+_STATUS_VALUES = ", ".join(status.value for status in TaskStatus)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # One encoder, made once: json.dumps() with options builds a new one per call.
@@ -36,6 +55,15 @@ def check_id(kind: str, value: object) -> str:
             f"{kind} {value[:64]!r} contains the control character "
             f"{bad.group()!r} at position {bad.start()}; ids are printable text"
         )
+    if not value.isascii():  # ASCII ids, nearly all of them, skip the encode
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidArgument(
+                f"{kind} {value[:64]!r} contains the lone surrogate {value[exc.start]!r} "
+                f"at position {exc.start}, which is not valid UTF-8 and no store can hold; "
+                "ids are text: decode bytes with errors='replace', not 'surrogateescape'"
+            ) from None
     return value
 
 
@@ -49,6 +77,11 @@ def encode_json(what: str, task_id: str, value: Any) -> Optional[str]:
             f"task {task_id!r}: {what} must be JSON-serialisable ({exc}); "
             "convert it to dicts, lists, strings and numbers, or pass bytes"
         ) from None
+    except RecursionError:
+        raise InvalidArgument(
+            f"task {task_id!r}: {what} is nested too deep to encode as JSON; "
+            "flatten it, or pass it as bytes"
+        ) from None
 
 
 def encode_result(task_id: str, result: Any) -> Union[bytes, str, None]:
@@ -59,29 +92,90 @@ def encode_result(task_id: str, result: Any) -> Union[bytes, str, None]:
 
 
 def decode_result(stored: Union[bytes, str, None]) -> Any:
+    """A result or meta as the journal stored it; StoreCorrupt if what the
+    store gave back is not JSON the journal could have written."""
     if stored is None or isinstance(stored, bytes):
         return stored
-    return json.loads(stored)
+    try:
+        return json.loads(stored)
+    except (TypeError, ValueError, RecursionError):
+        raise StoreCorrupt(
+            f"a stored result or meta is not JSON the journal wrote (starts {_short(stored)}); "
+            "run `taskjournal check --repair` on the store"
+        ) from None
 
 
 def check_deadline(task_id: str, deadline: object) -> Optional[float]:
+    """Seconds from now, as a float, or None; at most :data:`MAX_SECONDS`."""
     if deadline is None:
         return None
+    # Compared, never converted first: float(10**400) and math.isfinite of
+    # it raise OverflowError, and nan fails every comparison.
     if (
         isinstance(deadline, bool)
         or not isinstance(deadline, (int, float))
-        or not math.isfinite(deadline)
-        or deadline <= 0
+        or not 0 < deadline <= MAX_SECONDS
     ):
         raise InvalidArgument(
-            f"task {task_id!r}: deadline is seconds from now, a number > 0, got {deadline!r}"
+            f"task {task_id!r}: deadline is seconds from now, a number > 0 and at most "
+            f"10 years ({MAX_SECONDS:,}), got {_short(deadline)}"
         )
     return float(deadline)
 
 
 def check_timeout(task_id: str, timeout: object) -> Optional[float]:
+    """Seconds to wait for, or None to wait without a limit.
+
+    None, +inf and anything from ``threading.TIMEOUT_MAX`` up (which
+    ``Event.wait`` refuses with OverflowError) give None; zero and negative
+    values give 0.0 (do not wait); nan and non-numbers raise InvalidArgument.
+    """
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or math.isnan(timeout):
-        raise InvalidArgument(f"task {task_id!r}: timeout must be seconds or None, got {timeout!r}")
-    return max(0.0, float(timeout))
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or timeout != timeout  # nan; math.isnan(10**400) would overflow
+    ):
+        raise InvalidArgument(
+            f"task {task_id!r}: timeout must be seconds or None, got {_short(timeout)}"
+        )
+    if timeout >= threading.TIMEOUT_MAX:
+        return None
+    if timeout <= 0:
+        return 0.0
+    return float(timeout)
+
+
+def check_status(value: object) -> Optional[TaskStatus]:
+    """A status filter: None, a TaskStatus, or its value (``"running"``)."""
+    if value is None or isinstance(value, TaskStatus):
+        return value
+    if isinstance(value, str):
+        status = TaskStatus._value2member_map_.get(value)
+        if status is not None:
+            return status  # type: ignore[return-value]
+    raise InvalidArgument(
+        f"unknown task status {_short(value)}: give None, a TaskStatus or one of {_STATUS_VALUES}"
+    )
+
+
+def check_limit(value: object) -> Optional[int]:
+    """A count limit: None (no limit) or an int >= 0.
+
+    A limit beyond any store's size (above ``sys.maxsize``) is the same as
+    no limit and gives None, so no store has to bind a huge integer.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgument(
+            f"limit must be None or a whole number >= 0, got {_short(value)}"
+        )
+    return None if value > sys.maxsize else int(value)
+
+
+def _short(value: object, limit: int = 64) -> str:
+    """``repr(value)``, cut short: a 400-digit number must not flood a message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
