@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from journal import ConfigError, JournalConfig, JournalError
@@ -122,3 +124,65 @@ def test_highlight_rules_per_stream_from_keywords_and_environment():
 def test_bad_highlight_settings_name_the_field(fields, message):
     with pytest.raises(ConfigError, match=message):
         JournalConfig(**fields)
+
+
+# -- bounds: no value may overflow the arithmetic or the waits made with it ------
+
+TEN_YEARS = 10 * 365 * 86400
+
+
+@pytest.mark.parametrize("name", ["result_ttl", "lease_timeout", "reattach_grace",
+                                  "checkpoint_interval", "sweep_interval"])
+@pytest.mark.parametrize("value", [1e308, float("inf"), pytest.param(10**400, id="10**400"), TEN_YEARS + 1,
+                                   threading.TIMEOUT_MAX])
+def test_seconds_fields_are_bounded_by_ten_years(name, value):
+    with pytest.raises(ConfigError, match=rf"JournalConfig.{name} \(JOURNAL_{name.upper()}\) "
+                                          r"must be .*at most 10 years"):
+        JournalConfig(**{name: value})
+
+
+@pytest.mark.parametrize("name", ["result_ttl", "lease_timeout", "reattach_grace",
+                                  "checkpoint_interval", "sweep_interval"])
+def test_seconds_fields_up_to_ten_years_are_kept(name):
+    assert getattr(JournalConfig(**{name: TEN_YEARS}), name) == TEN_YEARS
+
+
+@pytest.mark.parametrize("value", ["1e308", "inf", "-inf", "nan", "1e400", str(TEN_YEARS * 2)])
+def test_seconds_from_the_environment_name_the_variable(value):
+    with pytest.raises(ConfigError, match=r"sweep_interval \(JOURNAL_SWEEP_INTERVAL\)"):
+        JournalConfig.from_env({"JOURNAL_SWEEP_INTERVAL": value})
+
+
+def test_zero_still_turns_the_sweep_timer_off():
+    assert JournalConfig(sweep_interval=0).sweep_interval == 0
+    assert JournalConfig.from_env({"JOURNAL_SWEEP_INTERVAL": "0"}).sweep_interval == 0
+
+
+def test_a_huge_sweep_interval_can_no_longer_kill_the_maintenance_thread():
+    # Refused at construction, so no timer ever waits on it.
+    from journal import TaskJournal
+
+    with pytest.raises(ConfigError, match="sweep_interval"):
+        TaskJournal("memory://", config=JournalConfig(sweep_interval=1e308))
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"head_bytes": 2**40 + 1}, r"head_bytes \(JOURNAL_HEAD_BYTES\) must be <= 1099511627776"),
+    ({"tail_bytes": 10**30}, r"tail_bytes \(JOURNAL_TAIL_BYTES\) must be <= 1099511627776"),
+    ({"stream_limits": {"x": (1, 2**41)}}, r"stream_limits\['x'\] \(JOURNAL_STREAM_LIMITS\) must be <= 1099511627776"),
+    ({"stream_limits": {"std\ud800": (1, 1)}}, r"stream_limits .*UTF-8"),
+    ({"memory_budget": 2**63}, r"memory_budget \(JOURNAL_MEMORY_BUDGET\) must be <= "),
+    ({"shards": 2**40}, r"shards \(JOURNAL_SHARDS\) must be <= 65536"),
+    ({"highlight_budget": 2**63}, r"highlight_budget \(JOURNAL_HIGHLIGHT_BUDGET\) must be <= "),
+    ({"highlight_line_limit": 2**63}, r"highlight_line_limit \(JOURNAL_HIGHLIGHT_LINE_LIMIT\) "),
+])
+def test_size_fields_are_bounded(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        JournalConfig(**fields)
+
+
+def test_size_bounds_from_the_environment():
+    with pytest.raises(ConfigError, match=r"JOURNAL_HEAD_BYTES\) must be <= "):
+        JournalConfig.from_env({"JOURNAL_HEAD_BYTES": str(10**20)})
+    with pytest.raises(ConfigError, match=r"JOURNAL_SHARDS\) must be <= "):
+        JournalConfig.from_env({"JOURNAL_SHARDS": str(2**40)})

@@ -6,18 +6,27 @@ The defaults live in the field declarations below and nowhere else.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
+import sys
+import threading
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Optional
 
-from journal._highlights import DEFAULT_LINE_LIMIT, DEFAULT_PATTERNS, HighlightRules
+from journal._buffer_shared import MAX_CAPACITY
+from journal._highlights import DEFAULT_LINE_LIMIT, DEFAULT_PATTERNS, MAX_BUDGET, HighlightRules
 from journal.errors import ConfigError
 
-__all__ = ["JournalConfig"]
+__all__ = ["MAX_SECONDS", "MAX_SHARDS", "JournalConfig"]
 
 ENV_PREFIX = "JOURNAL_"
+
+#: The longest duration any setting (or a deadline) may have: ten years.
+#: Every ``now + seconds`` stays an exact finite float, and every wait on it
+#: is far below ``threading.TIMEOUT_MAX`` (where ``Event.wait`` overflows).
+MAX_SECONDS = 10 * 365 * 86400
+#: More registry shards than this buy nothing but memory.
+MAX_SHARDS = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,20 +76,22 @@ class JournalConfig:
     stream_highlights: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("head_bytes", "tail_bytes", "shards"):
-            _check_int(name, getattr(self, name), minimum=0 if name != "shards" else 1)
+        for name in ("head_bytes", "tail_bytes"):
+            _check_int(name, getattr(self, name), minimum=0, maximum=MAX_CAPACITY)
+        _check_int("shards", self.shards, minimum=1, maximum=MAX_SHARDS)
         if self.shards & (self.shards - 1):
             raise _error("shards", f"must be a power of two, got {self.shards}")
         if self.memory_budget is not None:
-            _check_int("memory_budget", self.memory_budget, minimum=0)
+            _check_int("memory_budget", self.memory_budget, minimum=0, maximum=sys.maxsize)
         for name in ("result_ttl", "lease_timeout", "reattach_grace", "checkpoint_interval"):
             _check_seconds(name, getattr(self, name), allow_zero=False)
         _check_seconds("sweep_interval", self.sweep_interval, allow_zero=True)
         if not isinstance(self.store_url, str) or "://" not in self.store_url:
             raise _error("store_url", f"must be a URL like 'memory://', got {self.store_url!r}")
         object.__setattr__(self, "stream_limits", _frozen_limits(self.stream_limits))
-        _check_int("highlight_budget", self.highlight_budget, minimum=0)
-        _check_int("highlight_line_limit", self.highlight_line_limit, minimum=1)
+        _check_int("highlight_budget", self.highlight_budget, minimum=0, maximum=MAX_BUDGET)
+        _check_int("highlight_line_limit", self.highlight_line_limit, minimum=1,
+                   maximum=MAX_BUDGET // 2)
         if 0 < self.highlight_budget < 2 * self.highlight_line_limit:
             raise _error(
                 "highlight_budget",
@@ -134,21 +145,45 @@ class JournalConfig:
 
 
 def _error(name: str, problem: str) -> ConfigError:
-    return ConfigError(f"JournalConfig.{name} ({ENV_PREFIX}{name.upper()}) {problem}")
+    variable = ENV_PREFIX + name.split("[")[0].upper()  # stream_limits['x']: one variable
+    return ConfigError(f"JournalConfig.{name} ({variable}) {problem}")
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
+def _check_int(name: str, value: object, minimum: int, maximum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _error(name, f"must be an int, got {value!r}")
+        raise _error(name, f"must be an int, got {_short(value)}")
     if value < minimum:
-        raise _error(name, f"must be >= {minimum}, got {value}")
+        raise _error(name, f"must be >= {minimum}, got {_short(value)}")
+    if value > maximum:
+        raise _error(name, f"must be <= {maximum}, got {_short(value)}")
+
+
+def _seconds_limit() -> tuple[float, str]:
+    # threading.TIMEOUT_MAX is lower than ten years on some platforms
+    # (about 49 days on Windows): every interval must be a wait that works.
+    if threading.TIMEOUT_MAX < MAX_SECONDS:
+        return threading.TIMEOUT_MAX, f"threading.TIMEOUT_MAX ({threading.TIMEOUT_MAX:,.0f})"
+    return MAX_SECONDS, f"10 years ({MAX_SECONDS:,})"
 
 
 def _check_seconds(name: str, value: object, allow_zero: bool) -> None:
+    limit, limit_text = _seconds_limit()
+    lowest = "0 (off) or more" if allow_zero else "> 0"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _error(name, f"must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise _error(name, f"must be a finite number of seconds > 0, got {value!r}")
+        raise _error(name, f"must be a number of seconds, got {_short(value)}")
+    # Compared, never converted: math.isfinite(10**400) raises OverflowError,
+    # and nan fails every comparison.
+    if not ((0 <= value if allow_zero else 0 < value) and value <= limit):
+        raise _error(
+            name,
+            f"must be a finite number of seconds {lowest} and at most {limit_text}, "
+            f"got {_short(value)}",
+        )
+
+
+def _short(value: object, limit: int = 64) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _frozen_limits(limits: object) -> Mapping[str, tuple[int, int]]:
@@ -156,12 +191,11 @@ def _frozen_limits(limits: object) -> Mapping[str, tuple[int, int]]:
         raise _error("stream_limits", f"must map stream names to (head, tail), got {limits!r}")
     frozen = {}
     for stream, pair in limits.items():
-        if not isinstance(stream, str) or not stream:
-            raise _error("stream_limits", f"has a bad stream name {stream!r}")
+        _check_stream_name("stream_limits", stream)
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise _error("stream_limits", f"[{stream!r}] must be (head, tail), got {pair!r}")
         for value in pair:
-            _check_int(f"stream_limits[{stream!r}]", value, minimum=0)
+            _check_int(f"stream_limits[{stream!r}]", value, minimum=0, maximum=MAX_CAPACITY)
         frozen[stream] = (pair[0], pair[1])
     return MappingProxyType(frozen)
 
@@ -180,10 +214,21 @@ def _frozen_highlights(overrides: object) -> Mapping[str, tuple[str, ...]]:
         raise _error("stream_highlights", f"must map stream names to patterns, got {overrides!r}")
     frozen = {}
     for stream, patterns in overrides.items():
-        if not isinstance(stream, str) or not stream:
-            raise _error("stream_highlights", f"has a bad stream name {stream!r}")
+        _check_stream_name("stream_highlights", stream)
         frozen[stream] = _pattern_tuple(f"stream_highlights[{stream!r}]", patterns)
     return MappingProxyType(frozen)
+
+
+def _check_stream_name(field: str, stream: object) -> None:
+    if not isinstance(stream, str) or not stream:
+        raise _error(field, f"has a bad stream name {stream!r}")
+    try:
+        stream.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _error(
+            field, f"has a stream name {stream!r} that is not valid UTF-8 (a lone surrogate at "
+            f"position {exc.start}); no stream can have that name"
+        ) from None
 
 
 def _parse_env(name: str, raw: str) -> Any:

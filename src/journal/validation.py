@@ -8,6 +8,7 @@ import sys
 import threading
 from typing import Any, Optional, Union
 
+from journal.config import MAX_SECONDS
 from journal.errors import InvalidArgument, StoreCorrupt
 from journal.lifecycle import TaskStatus
 
@@ -25,11 +26,6 @@ __all__ = [
 
 #: Longest task id, node id or stream name accepted, in characters.
 MAX_ID_LENGTH = 256
-
-#: Longest span of seconds the journal accepts for a deadline or a setting:
-#: ten years.  Far below ``threading.TIMEOUT_MAX``, and small enough that
-#: ``now + seconds`` is always an exact, finite float.
-MAX_SECONDS = 10 * 365 * 86400
 
 _STATUS_VALUES = ", ".join(status.value for status in TaskStatus)
 
