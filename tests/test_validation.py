@@ -213,3 +213,20 @@ def test_the_errors_are_in_the_hierarchy():
                         (check_timeout, float("nan"))):
         with pytest.raises(JournalError):
             call(value) if call is not check_timeout else call("t", value)
+
+
+# -- rows read back ----------------------------------------------------------------
+
+
+def test_a_stored_row_with_a_bad_status_or_json_is_store_corrupt_not_a_bare_error():
+    from journal import StoreCorrupt
+    from journal.records import record_from_row
+    from journal.store.base import TaskRow
+
+    good = TaskRow("t", "n", "pending", None, None, None, 1.0, 1.0, None, None)
+    assert record_from_row(good, {}).status is TaskStatus.PENDING
+    for bad, message in ((good._replace(status="bogus"), "status 'bogus'"),
+                         (good._replace(meta_json="{not json"), "not JSON"),
+                         (good._replace(result="[" * 100_000), "not JSON")):
+        with pytest.raises(StoreCorrupt, match=message):
+            record_from_row(bad, {})

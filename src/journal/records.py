@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Union
 
 from journal import _buffer_shared as _shared
 from journal._highlights import Highlight
+from journal.errors import StoreCorrupt
 from journal.lifecycle import TaskStatus
 from journal.validation import decode_result
 
@@ -108,11 +109,23 @@ class FollowChunk(NamedTuple):
 def record_from_row(
     row: TaskRow, views: dict[str, StreamView], detached: bool = False, owner: Optional[str] = None
 ) -> TaskRecord:
-    """The record of a stored task row and the views of its streams."""
+    """The record of a stored task row and the views of its streams.
+
+    A row no journal could have written (a status it does not know, a meta
+    that is not JSON) raises StoreCorrupt naming the task, never a bare
+    ValueError: stores skip such rows, but one may still reach this point.
+    """
+    try:
+        status = TaskStatus(row.status)
+    except ValueError:
+        raise StoreCorrupt(
+            f"task {row.task_id!r} has the stored status {row.status!r}, which is not a task "
+            "status; run `taskjournal check --repair` on the store"
+        ) from None
     return TaskRecord(
         task_id=row.task_id,
         node_id=row.node_id,
-        status=TaskStatus(row.status),
+        status=status,
         result=decode_result(row.result),
         error=row.error,
         meta=decode_result(row.meta_json),
