@@ -370,7 +370,7 @@ class SQLiteStore:
 
     def load_in_flight(self) -> list[StoredTask]:
         """In-flight tasks, rows no journal wrote left out (``check`` names them)."""
-        rows = [TaskRow(*row) for row in self._read(f"SELECT {_COLUMNS} FROM tasks WHERE finished_at IS NULL")]
+        rows = map(TaskRow._make, self._read(f"SELECT {_COLUMNS} FROM tasks WHERE finished_at IS NULL"))
         streams: dict[str, dict[str, bytes]] = {}
         for task_id, name, snapshot in self._read(
             "SELECT s.task_id, s.name, s.snapshot FROM streams s "
@@ -391,10 +391,9 @@ class SQLiteStore:
                 f"task {task_id!r} in {self.path} is damaged: {problem}; it was left "
                 "untouched (taskjournal check --repair removes it)"
             )
-        streams = {
-            name: snapshot
-            for name, snapshot in self._read("SELECT name, snapshot FROM streams WHERE task_id = ?", (task_id,))
-            if isinstance(name, str) and isinstance(snapshot, bytes)  # others: see check()
+        rows = self._read("SELECT name, snapshot FROM streams WHERE task_id = ?", (task_id,))
+        streams = {  # rows that are no snapshot are left out: check() names them
+            name: snapshot for name, snapshot in rows if isinstance(name, str) and isinstance(snapshot, bytes)
         }
         return StoredTask(row, streams)
 
@@ -850,8 +849,9 @@ def _locked(path: str, fd: int) -> StoreLocked:
         owner = os.pread(fd, 64, 0) if hasattr(os, "pread") else os.read(fd, 64)
     except OSError:
         owner = b""
+    holder = owner.decode(errors="replace").strip() or "another process"
     return StoreLocked(
-        f"{path} is open in another TaskJournal ({owner.decode(errors='replace').strip() or 'another process'}); "
+        f"{path} is open in another TaskJournal ({holder}); "
         "one hub process owns a journal file: stop it, or use another file"
     )
 
@@ -860,8 +860,9 @@ def _total(snapshot: bytes) -> int:
     try:
         return snapshot_total(snapshot)
     except Exception:  # noqa: BLE001 - not a snapshot at all
-        raise InvalidArgument(f"a stream snapshot is bytes from HeadTailBuffer.snapshot(), "
-                              f"got {type(snapshot).__name__} of {len(snapshot) if isinstance(snapshot, bytes) else '?'} bytes") from None
+        raise InvalidArgument(
+            f"a stream snapshot is what HeadTailBuffer.snapshot() returns, got {snapshot!r:.60}"
+        ) from None
 
 
 def _checked_total(snapshot: Any) -> int:
