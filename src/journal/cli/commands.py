@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import secrets
 import sys
@@ -15,38 +16,85 @@ import click
 
 from journal import __version__
 from journal.buffer import IMPLEMENTATION
+from journal.cli.errors import (
+    CommandError,
+    Text,
+    UsageProblem,
+    check_task_id,
+    non_negative_int,
+    one_line,
+    seconds_option,
+)
 from journal.cli.output import Output, size, when
 from journal.cli.simulate import Settings, Simulation
-from journal.config import JournalConfig
+from journal.config import MAX_SECONDS, JournalConfig
 from journal.errors import JournalError
 from journal.inspect import JournalInspector
 from journal.records import TaskRecord
+from journal.validation import check_limit
 
 DEFAULT_STORE = "sqlite:///journal.db"
 _F = TypeVar("_F", bound=Callable[..., Any])
+#: The longest pause between two polls of ``tail -f``.
+MAX_INTERVAL = 3600.0
 
 store_option = click.option(
-    "--store", "store_url", default=DEFAULT_STORE, show_default=True, envvar="JOURNAL_STORE_URL",
-    help="The journal's store URL (or JOURNAL_STORE_URL).",
+    "--store", "store_url", type=Text("--store"), default=DEFAULT_STORE, show_default=True,
+    envvar="JOURNAL_STORE_URL", help="The journal's store URL (or JOURNAL_STORE_URL).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+task_id_argument = click.argument("task_id", type=Text("TASK_ID"), callback=check_task_id)
 
 
 def _one_line_errors(command: _F) -> _F:
-    """A journal error ends the command with one line on stderr, never a traceback."""
+    """Any error ends the command with one line on stderr and exit status 1,
+    never a traceback: a journal error or an OS error (a permission, a
+    missing file) says what was wrong; anything else is a bug, said so.
+    ``TASKJOURNAL_TRACEBACK=1`` shows the traceback of the latter."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
         except JournalError as exc:
-            click.echo(f"taskjournal: {exc}", err=True)
+            _fail(str(exc))
+        except BrokenPipeError:
+            # The reader went away (`taskjournal ls | head`): nothing to say.
+            _silence_stdout()
             sys.exit(1)
+        except OSError as exc:
+            _fail(_os_error(exc))
         except KeyboardInterrupt:
             click.echo("taskjournal: interrupted", err=True)
             sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the promise is: never a traceback
+            if os.environ.get("TASKJOURNAL_TRACEBACK"):
+                raise
+            _fail(f"unexpected {type(exc).__name__}: {exc} - this is a bug in taskjournal, "
+                  "please report it (TASKJOURNAL_TRACEBACK=1 shows where)")
 
     return run  # type: ignore[return-value]
+
+
+def _fail(message: str) -> None:
+    click.echo(f"taskjournal: {one_line(message)}", err=True)
+    sys.exit(1)
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.strerror or str(exc) or type(exc).__name__
+    where = f" {exc.filename!r}" if exc.filename else ""
+    return f"cannot use{where}: {what}; check that the path exists and that you may read it"
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,8 +107,8 @@ def cli() -> None:
 @cli.command()
 @click.option("--nodes", default=100, show_default=True, help="Simulated nodes.")
 @click.option("--tasks", default=1000, show_default=True, help="Tasks to run.")
-@click.option("--store", "store_url", default=DEFAULT_STORE, show_default=True,
-              help="Where the journal is kept.")
+@click.option("--store", "store_url", type=Text("--store"), default=DEFAULT_STORE,
+              show_default=True, help="Where the journal is kept.")
 @click.option("--restart-at", type=click.FloatRange(0, 100, min_open=True, max_open=True),
               default=None, metavar="PERCENT",
               help="Crash and reopen the hub's journal when this share of tasks has finished.")
@@ -84,7 +132,7 @@ def simulate(nodes: int, tasks: int, store_url: str, restart_at: Optional[float]
     try:
         settings.check()
     except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise UsageProblem(str(exc)) from None
     with _Progress(out, tasks) as progress:
         summary = Simulation(settings, progress).run()
     if as_json:
@@ -169,9 +217,11 @@ def _print_summary(out: Output, s: dict[str, Any]) -> None:
 
 @cli.command("ls")
 @store_option
-@click.option("--status", default=None, help="Only tasks in this status.")
-@click.option("--node", "node_id", default=None, help="Only tasks of this node.")
-@click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
+@click.option("--status", type=Text("--status"), default=None, help="Only tasks in this status.")
+@click.option("--node", "node_id", type=Text("--node"), default=None,
+              help="Only tasks of this node.")
+@click.option("--limit", default=50, show_default=True, callback=non_negative_int,
+              help="At most this many, newest first.")
 @json_option
 @_one_line_errors
 def list_tasks(store_url: str, status: Optional[str], node_id: Optional[str], limit: int,
@@ -179,7 +229,7 @@ def list_tasks(store_url: str, status: Optional[str], node_id: Optional[str], li
     """List tasks, newest first."""
     out = Output(as_json)
     with JournalInspector(store_url) as inspector:
-        records = inspector.list_tasks(status=status, node_id=node_id, limit=limit)
+        records = inspector.list_tasks(status=status, node_id=node_id, limit=check_limit(limit))
     if as_json:
         out.json([_record_json(r) for r in records])
         return
@@ -190,7 +240,7 @@ def list_tasks(store_url: str, status: Optional[str], node_id: Optional[str], li
 
 @cli.command()
 @store_option
-@click.argument("task_id")
+@task_id_argument
 @json_option
 @_one_line_errors
 def show(store_url: str, task_id: str, as_json: bool) -> None:
@@ -215,10 +265,12 @@ def show(store_url: str, task_id: str, as_json: bool) -> None:
 
 @cli.command()
 @store_option
-@click.argument("task_id")
-@click.option("--stream", "name", default="stdout", show_default=True)
+@task_id_argument
+@click.option("--stream", "name", type=Text("--stream"), default="stdout", show_default=True)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the task ends.")
-@click.option("--interval", default=0.5, show_default=True, help="Seconds between polls with -f.")
+@click.option("--interval", default=0.5, show_default=True,
+              callback=seconds_option(minimum=0.0, inclusive=False, maximum=MAX_INTERVAL),
+              help="Seconds between polls with -f.")
 @json_option
 @_one_line_errors
 def tail(store_url: str, task_id: str, name: str, follow: bool, interval: float,
@@ -234,7 +286,8 @@ def tail(store_url: str, task_id: str, name: str, follow: bool, interval: float,
         view = record.streams.get(name)
         if not follow:
             if view is None:
-                raise click.ClickException(f"task {task_id!r} has no stream {name!r}")
+                names = ", ".join(repr(n) for n in record.streams) or "none yet"
+                raise CommandError(f"task {task_id!r} has no stream {name!r} (it has: {names})")
             if as_json:
                 out.json({"task_id": task_id, "stream": name, "total": view.total,
                           "dropped": view.dropped, "text": view.text()})
@@ -309,7 +362,8 @@ def in_flight(store_url: str, as_json: bool) -> None:
 @cli.command()
 @store_option
 @click.option("--result-ttl", default=JournalConfig().result_ttl, show_default=True,
-              metavar="SECONDS", help="Remove results finished longer ago than this.")
+              metavar="SECONDS", callback=seconds_option(minimum=0.0, maximum=MAX_SECONDS),
+              help="Remove results finished longer ago than this.")
 @json_option
 @_one_line_errors
 def gc(store_url: str, result_ttl: float, as_json: bool) -> None:
@@ -317,7 +371,7 @@ def gc(store_url: str, result_ttl: float, as_json: bool) -> None:
 
     Needs the store to itself: stop the hub first."""
     out = Output(as_json)
-    with JournalInspector(store_url, writable=True) as inspector:
+    with _writable(store_url) as inspector:
         done = inspector.gc(result_ttl)
     if as_json:
         out.json(done)
@@ -334,7 +388,7 @@ def gc(store_url: str, result_ttl: float, as_json: bool) -> None:
 def check(store_url: str, repair: bool, as_json: bool) -> None:
     """Check the store's integrity; exit 1 if a problem remains."""
     out = Output(as_json)
-    with JournalInspector(store_url, writable=repair) as inspector:
+    with (_writable(store_url) if repair else JournalInspector(store_url)) as inspector:
         problems = inspector.check(repair=repair)
     if as_json:
         out.json({"ok": not problems, "problems": problems})
@@ -345,6 +399,14 @@ def check(store_url: str, repair: bool, as_json: bool) -> None:
         out.text(f"ok: {store_url}")
     if problems:
         sys.exit(1)
+
+
+def _writable(store_url: str) -> JournalInspector:
+    """The store opened for writing, if it exists: a read-only open first
+    refuses a missing file, so a mistyped path is an error, not a new empty
+    journal created by a command meant to clean one up."""
+    JournalInspector(store_url).close()
+    return JournalInspector(store_url, writable=True)
 
 
 def _outcome(record: TaskRecord) -> str:

@@ -49,7 +49,10 @@ class Output:
 def when(seconds: Optional[float]) -> str:
     if seconds is None:
         return "-"
-    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
+    try:
+        moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
+    except (OverflowError, OSError, ValueError, TypeError):
+        return repr(seconds)  # a time no clock gives (a damaged row): shown as it is
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
