@@ -16,6 +16,7 @@ their last task without a word, so the lease sweep must find them LOST.
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import threading
@@ -24,13 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from journal.config import JournalConfig
+from journal.config import MAX_SECONDS, JournalConfig
 from journal.errors import (
     DuplicateTask,
     InvalidTransition,
     JournalClosed,
     JournalError,
     StoreError,
+    StreamSealed,
 )
 from journal.journal import TaskJournal
 from journal.lifecycle import TaskStatus
@@ -47,6 +49,8 @@ _TIMED_EVERY = 16
 _HUB_DOWN_ERRORS = (JournalClosed, StoreError)
 # How long a node waits for a restarting hub before it gives up.
 _HUB_DOWN_PATIENCE = 30.0
+#: Each simulated node is a thread.
+MAX_NODES = 10_000
 
 
 @dataclass
@@ -73,8 +77,15 @@ class Settings:
         if self.restart_at is not None and self.store_url.startswith("memory://"):
             raise ValueError("--restart-at needs a durable --store: memory:// forgets "
                              "everything when the hub restarts")
-        if self.rate_kbps < 0:
-            raise ValueError("--rate must be >= 0")
+        if not (math.isfinite(self.rate_kbps) and self.rate_kbps >= 0):
+            raise ValueError(f"--rate must be a finite number of KB/s >= 0 (0: as fast as the "
+                             f"journal takes it), got {self.rate_kbps!r}")
+        if not (math.isfinite(self.lease_timeout) and 0 < self.lease_timeout <= MAX_SECONDS):
+            raise ValueError(f"--lease must be seconds > 0 and at most {MAX_SECONDS:,}, "
+                             f"got {self.lease_timeout!r}")
+        if self.nodes > MAX_NODES:
+            raise ValueError(f"--nodes must be at most {MAX_NODES:,} (each node is a thread), "
+                             f"got {self.nodes}")
 
 
 @dataclass
@@ -144,6 +155,7 @@ class Node:
         self.bytes = 0
         self.latencies_ns: list[int] = []
         self._generation = -1  # of the journal the current task is attached to
+        self._journal: Optional[TaskJournal] = None  # that journal
 
     def run(self) -> None:
         try:
@@ -185,13 +197,20 @@ class Node:
         return True
 
     def _send(self, piece: bytes) -> None:
-        handle = self._handle()
-        if self.appends % _TIMED_EVERY == 0:
-            started = time.perf_counter_ns()
-            handle.append(piece)
-            self.latencies_ns.append(time.perf_counter_ns() - started)
-        else:
-            handle.append(piece)
+        while True:
+            handle = self._handle()
+            try:
+                if self.appends % _TIMED_EVERY == 0:
+                    started = time.perf_counter_ns()
+                    handle.append(piece)
+                    self.latencies_ns.append(time.perf_counter_ns() - started)
+                else:
+                    handle.append(piece)
+                break
+            except StreamSealed as exc:
+                # The hub went down: its journal sealed every handle.  Once
+                # the new one is up, _handle() re-attaches and resends.
+                self._wait_for_new_hub(self._journal, exc)
         self.appends += 1
         self.bytes += len(piece)
         self._sent.append(piece)
@@ -208,6 +227,9 @@ class Node:
             generation, journal = self.sim.hub.current()
             try:
                 journal.register(task_id, self.node_id, meta=meta)
+                # Inside the try: the hub may go down between the two calls,
+                # and the next round then finds the task registered.
+                stream = journal.stream(task_id)
             except DuplicateTask:
                 # The old hub committed it before it went down, and the new
                 # one recovered it detached.
@@ -217,7 +239,7 @@ class Node:
                 self._wait_for_new_hub(journal, exc)
                 continue
             self._generation = generation
-            self._stream = journal.stream(task_id)
+            self._journal, self._stream = journal, stream
             return
 
     def _reattach(self, generation: int, journal: TaskJournal) -> None:
@@ -229,6 +251,7 @@ class Node:
         else:
             self.sim.hub.reattached()
         self._generation = generation
+        self._journal = journal
         self._stream = handle = journal.stream(self._task_id)
         if handle.sealed:
             return
