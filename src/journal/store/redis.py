@@ -497,10 +497,14 @@ class RedisStore:
                 "free memory or raise maxmemory, then retry"
             )
         if isinstance(exc, redis_errors.NoPermissionError):
+            # Refused inside a script, what the script wrote before stays
+            # (Redis does not roll scripts back); refused outright, nothing ran.
+            landed = ("the part of the script before that command may have been written"
+                      if "script:" in text else "nothing was written")
             return False, StoreError(
-                f"Redis at {where} refused a command for lack of permission ({text}): nothing "
-                "was written; the store's user needs EVALSHA, SCRIPT, the hash, zset and "
-                "string commands and PUBLISH/SUBSCRIBE on the namespace's keys"
+                f"Redis at {where} refused a command for lack of permission ({text}): {landed}; "
+                "the store's user needs EVALSHA, SCRIPT, the hash, zset and string commands "
+                "and PUBLISH/SUBSCRIBE on the namespace's keys"
             )
         if isinstance(exc, redis_errors.ResponseError):
             if text.startswith(("DUPLICATE ", "OWNED ")):
