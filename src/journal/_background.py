@@ -13,9 +13,16 @@ __all__ = ["Maintenance"]
 log = logging.getLogger("journal")
 
 
+#: The longest the thread sleeps at once, whatever the intervals: a wait
+#: longer than threading.TIMEOUT_MAX raises OverflowError.
+_LONGEST_TICK = 60.0
+
+
 class Maintenance:
-    """Calls ``journal.sweep()`` every ``sweep_every`` seconds and
-    ``journal.checkpoint()`` every ``checkpoint_every`` (0: never).
+    """Runs ``journal._background_pass("sweep")`` every ``sweep_every``
+    seconds and ``journal._background_pass("checkpoint")`` every
+    ``checkpoint_every`` (0: never).  A pass counts and logs its own
+    failures; this loop also survives anything that escapes one.
 
     It holds the journal weakly, so a journal nobody closed can still be
     collected; the thread then ends by itself.
@@ -33,7 +40,7 @@ class Maintenance:
 
     def _run(self, journal_ref: Any, sweep_every: float, checkpoint_every: float) -> None:
         intervals = [every for every in (sweep_every, checkpoint_every) if every]
-        tick = min(intervals)
+        tick = min(min(intervals), _LONGEST_TICK)
         next_sweep = next_checkpoint = time.monotonic()
         while not self._stop.wait(tick):
             journal = journal_ref()
@@ -42,16 +49,16 @@ class Maintenance:
             now = time.monotonic()
             jobs = []
             if checkpoint_every and now >= next_checkpoint:
-                jobs.append(journal.checkpoint)
+                jobs.append("checkpoint")
                 next_checkpoint = now + checkpoint_every
             if sweep_every and now >= next_sweep:
-                jobs.append(journal.sweep)
+                jobs.append("sweep")
                 next_sweep = now + sweep_every
             for job in jobs:
                 try:
-                    job()
+                    journal._background_pass(job)
                 except Exception:  # noqa: BLE001 - the thread must outlive one bad pass
-                    log.exception("journal %s failed; retrying in %.1f s", job.__name__, tick)
+                    log.exception("journal %s failed; retrying in %.1f s", job, tick)
             del journal, jobs
 
     @property

@@ -80,8 +80,8 @@ def reject_append(data: object) -> NoReturn:
 
 def sealed_error() -> StreamSealed:
     return StreamSealed(
-        "this stream is sealed (its task has ended) and takes no more data; "
-        "send all output before completing the task"
+        "this stream is sealed (its task has ended, or its journal was closed) and "
+        "takes no more data; send all output before completing the task"
     )
 
 

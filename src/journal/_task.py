@@ -90,6 +90,10 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 def describe(error: object) -> str:
-    if isinstance(error, BaseException):
-        return f"{type(error).__name__}: {error}"
-    return str(error)
+    """An error or reason as text every store can hold: a lone surrogate
+    (from a badly decoded byte string) becomes a backslash escape instead of
+    failing the commit that records the task's end."""
+    text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

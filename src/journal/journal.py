@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from types import MappingProxyType
 from typing import Any, Optional
 
 from journal._background import Maintenance
-from journal._buffer_shared import snapshot_total
+from journal._buffer_shared import decode_snapshot, encode_snapshot, snapshot_total
 from journal._task import AsyncWaiter, Task, describe, final_record, wake
 from journal.buffer import HeadTailBuffer
 from journal.config import JournalConfig
 from journal.errors import (
+    CorruptSnapshot,
     DuplicateTask,
     InvalidArgument,
     InvalidTransition,
@@ -24,6 +27,7 @@ from journal.errors import (
     ResultExpired,
     StoreError,
     StreamSealed,
+    StreamSpilled,
     UnknownTask,
     WaitTimeout,
 )
@@ -45,6 +49,38 @@ __all__ = ["TaskJournal"]
 _NO_STREAMS: MappingProxyType[str, StreamView] = MappingProxyType({})
 
 log = logging.getLogger("journal")
+
+#: Every journal open in this process, so that a forked child can mark its
+#: copies unusable: they share the parent's store connection and lock.
+_open_journals: weakref.WeakSet[TaskJournal] = weakref.WeakSet()
+
+
+def _forget_parents_journals() -> None:
+    for journal in list(_open_journals):
+        journal._forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parents_journals)
+
+
+def _unsealed(snapshot: bytes) -> bytes:
+    """The same snapshot, not sealed: for an in-flight task whose streams
+    close() sealed, so that they take its node's output after a restart."""
+    state = decode_snapshot(snapshot)
+    return encode_snapshot(state._replace(sealed=False)) if state.sealed else snapshot
+
+
+class _Deadline:
+    """What is left of a wait's timeout (None: no timeout), on the monotonic clock."""
+
+    __slots__ = ("ends",)
+
+    def __init__(self, seconds: Optional[float]) -> None:
+        self.ends = None if seconds is None else time.monotonic() + seconds
+
+    def left(self) -> Optional[float]:
+        return None if self.ends is None else max(0.0, self.ends - time.monotonic())
 
 
 class TaskJournal:
@@ -88,8 +124,20 @@ class TaskJournal:
         #: Node id -> wall-clock time it was last known alive.
         self._node_seen: dict[str, float] = {}
         self._closed = False
+        #: Set in a forked child: this copy shares its parent's store.
+        self._forked = False
+        self._pid = os.getpid()
         self._store_errors = 0
         self._last_store_error: Optional[str] = None
+        #: Failed passes of the background thread (sweeps, checkpoints).
+        self._background_errors = 0
+        #: One checkpoint or budget pass at a time: two overlapping passes
+        #: could otherwise spill a buffer between another's snapshot and its
+        #: commit.  Never taken while a shard lock is held.
+        self._residency = threading.Lock()
+        #: What could not be recovered from the store when this journal
+        #: opened (a damaged stream snapshot, say), one line each.
+        self.recovery_problems: list[str] = []
         #: When the streams were last all written to the store (durable stores).
         self._checkpointed_at: Optional[float] = None
         self._store = open_store(store_url or self.config.store_url, result_ttl=self.config.result_ttl)
@@ -112,6 +160,7 @@ class TaskJournal:
             self._store.close()
             raise
         self._maintenance: Optional[Maintenance] = None
+        _open_journals.add(self)
         checkpoint_every = self.config.checkpoint_interval if self._store.durable else 0.0
         if self.config.sweep_interval or checkpoint_every:
             self._maintenance = Maintenance(self, self.config.sweep_interval, checkpoint_every)
@@ -128,17 +177,34 @@ class TaskJournal:
     def _recover(self) -> int:
         stored = self._store.load_in_flight()
         until = self._clock() + self.config.reattach_grace
+        recovered = 0
         for item in stored:
-            task = self._revive(item)
+            try:
+                task = self._revive(item, self.recovery_problems)
+            except (ValueError, TypeError) as exc:  # a row no journal wrote
+                self.recovery_problems.append(f"task {item.row.task_id!r}: {exc}")
+                continue
             task.detached_until = until
             self._tasks.shard(task.task_id).entries[task.task_id] = task
-        return len(stored)
+            recovered += 1
+        for problem in self.recovery_problems:
+            log.warning("journal recovery: %s", problem)
+        return recovered
 
-    def _revive(self, item: StoredTask) -> Task:
+    def _revive(self, item: StoredTask, problems: Optional[list[str]] = None) -> Task:
+        """The working state of a stored task.  With ``problems``, a damaged
+        stream snapshot is noted there and left out (its node resends that
+        stream from 0); without, it raises CorruptSnapshot."""
         task = Task(item.row)
         task.owner = item.owner
         for name, snapshot in item.streams.items():
-            buf = self._buffer_class.restore(snapshot)
+            try:
+                buf = self._buffer_class.restore(snapshot)
+            except CorruptSnapshot as exc:
+                if problems is None:
+                    raise
+                problems.append(f"task {task.task_id!r}, stream {name!r}: {exc}; left out")
+                continue
             task.streams[name] = buf
             task.checkpointed[name] = buf.total
         task.seen_total = task.written()
@@ -191,6 +257,10 @@ class TaskJournal:
             with shard.lock:
                 if shard.entries.get(task_id) is task:
                     del shard.entries[task_id]
+                waiters, task.async_waiters = task.async_waiters, []
+            # A wait() that found the task while it was being committed
+            # looks again, and hears that there is no such task.
+            wake(task, waiters)
             raise
         self._node_seen[node_id] = now
         # A new task has no streams and nothing to decode but its meta.
@@ -286,6 +356,7 @@ class TaskJournal:
             return buf
         check_id("stream name", name)
         with self._tasks.shard(task_id).lock:
+            self._check_open()  # close() seals what it finds: nothing is added after
             buf = task.streams.get(name)
             if buf is None:
                 if task.status.terminal:
@@ -307,7 +378,9 @@ class TaskJournal:
 
         Bytes that were dropped before they could be delivered (the stream
         outran the follower, or the middle was already cut) are reported in
-        ``FollowChunk.skipped``, never silently passed over.
+        ``FollowChunk.skipped``, never silently passed over.  If the journal
+        is closed first, what the stream holds is delivered and then
+        JournalClosed is raised.
         """
         task = self._require(task_id)
         loop = asyncio.get_running_loop()
@@ -317,74 +390,98 @@ class TaskJournal:
         try:
             while True:
                 buf = task.streams.get(name)
-                if buf is None:
-                    if task.status.terminal:
-                        return
-                else:
-                    if buf.spilled:
-                        self._unspill(task)
+                if buf is not None:
                     # Read the seal before the data: if it was sealed, this
                     # read is the last one.
                     sealed = buf.sealed
-                    position, data = buf.read_from(offset)
+                    position, data = self._read_from(task, buf, offset)
                     if data or position > offset:
                         yield FollowChunk(data, position, position - offset)
                         offset = position + len(data)
-                    if sealed and offset >= buf.total:
+                    if sealed and offset >= buf.total and task.status.terminal:
                         return
+                if buf is None and task.status.terminal:
+                    return
+                if self._closed and (buf is None or buf.sealed and offset >= buf.total):
+                    raise self._closed_error(f"while following task {task_id!r}")
                 if not ended.done():
                     await asyncio.wait({ended}, timeout=poll_interval)
         finally:
             self._remove_async_waiter(task, loop, ended)
+
+    def _read_from(self, task: Task, buf: HeadTailBuffer, offset: int) -> tuple[int, bytes]:
+        try:
+            return buf.read_from(offset)
+        except StreamSpilled:
+            # The budget pass spilled it since we looked: merge it back and
+            # read under the shard lock, which the next spill must take.
+            with self._tasks.shard(task.task_id).lock:
+                self._unspill_all(task)
+                return buf.read_from(offset)
 
     # -- waiting -----------------------------------------------------------
 
     def wait(self, task_id: str, timeout: Optional[float] = None) -> TaskRecord:
         """Block until the task ends; return its terminal record.
 
-        Raises WaitTimeout after ``timeout`` seconds (None: until it ends,
-        which deadlines and leases guarantee), TaskLost if its node was
-        lost, ResultExpired or UnknownTask.
+        Raises WaitTimeout after ``timeout`` seconds (None or inf: until it
+        ends, which deadlines and leases guarantee), TaskLost if its node was
+        lost, ResultExpired or UnknownTask (also when its registration
+        failed while this wait began), and JournalClosed if the journal is
+        closed first.
         """
-        task = self._require(task_id)
         seconds = check_timeout(task_id, timeout)
-        started = time.monotonic()
-        if self._held_elsewhere(task):
-            return self._wait_remote(task_id, seconds)
-        with self._tasks.shard(task_id).lock:
-            if not task.status.terminal:
-                if task.done is None:
-                    task.done = threading.Event()
-                done = task.done
-            else:
-                done = None
-        if done is not None and not done.wait(seconds):
-            raise self._timeout(task, seconds)
-        if not task.status.terminal:  # another replica took the task over
-            left = None if seconds is None else max(0.0, seconds - (time.monotonic() - started))
-            return self._wait_remote(task_id, left)
-        return final_record(self._record(task))
+        deadline = _Deadline(seconds)
+        while True:
+            task = self._require(task_id)
+            if task.status.terminal:
+                return final_record(self._record(task))
+            if self._held_elsewhere(task):
+                return self._wait_remote(task_id, seconds, deadline)
+            done = self._done_event(task)
+            if done is None:  # not held here (any more): look again shortly
+                time.sleep(self._poll_step(deadline.left(), 0.05))
+            elif not done.wait(deadline.left()):
+                raise self._timeout(task, seconds)
+            if deadline.left() == 0.0 and not task.status.terminal:
+                raise self._timeout(task, seconds)
+
+    def _done_event(self, task: Task) -> Optional[threading.Event]:
+        """The event set when ``task`` ends (or close() or a failed
+        registration wakes its waiters); None if this journal does not hold
+        the task.  Raises JournalClosed once closed."""
+        shard = self._tasks.shard(task.task_id)
+        with shard.lock:
+            self._check_open()
+            if task.status.terminal or shard.entries.get(task.task_id) is not task:
+                return None
+            if task.done is None:
+                task.done = threading.Event()
+            return task.done
 
     async def wait_async(self, task_id: str, timeout: Optional[float] = None) -> TaskRecord:
         """``wait`` for asyncio: the event loop is never blocked."""
-        task = self._require(task_id)
         seconds = check_timeout(task_id, timeout)
-        started = time.monotonic()
-        if self._held_elsewhere(task):
-            return await self._wait_remote_async(task_id, seconds)
+        deadline = _Deadline(seconds)
         loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        if self._add_async_waiter(task, loop, done):
-            try:
-                await asyncio.wait_for(done, seconds)
-            except asyncio.TimeoutError:
-                raise self._timeout(task, seconds) from None
-            finally:
-                self._remove_async_waiter(task, loop, done)
-        if not task.status.terminal:  # another replica took the task over
-            left = None if seconds is None else max(0.0, seconds - (time.monotonic() - started))
-            return await self._wait_remote_async(task_id, left)
-        return final_record(self._record(task))
+        while True:
+            task = self._require(task_id)
+            if task.status.terminal:
+                return final_record(self._record(task))
+            if self._held_elsewhere(task):
+                return await self._wait_remote_async(task_id, seconds, deadline)
+            done = loop.create_future()
+            if self._add_async_waiter(task, loop, done, held=True):
+                try:
+                    await asyncio.wait_for(done, deadline.left())
+                except asyncio.TimeoutError:
+                    raise self._timeout(task, seconds) from None
+                finally:
+                    self._remove_async_waiter(task, loop, done)
+            elif not task.status.terminal:  # not held here (any more)
+                await asyncio.sleep(self._poll_step(deadline.left(), 0.05))
+            if deadline.left() == 0.0 and not task.status.terminal:
+                raise self._timeout(task, seconds)
 
     # -- waiting for a task another hub replica holds (shared stores) --------
 
@@ -416,6 +513,7 @@ class TaskJournal:
 
     def _watch(self, task_id: str, call: Callable[[], None]) -> None:
         with self._remote_lock:
+            self._check_open()  # close() wakes only the waiters it finds
             self._remote_waiters.setdefault(task_id, []).append(call)
 
     def _unwatch(self, task_id: str, call: Callable[[], None]) -> None:
@@ -426,19 +524,20 @@ class TaskJournal:
             if not calls:
                 self._remote_waiters.pop(task_id, None)
 
-    def _wait_remote(self, task_id: str, seconds: Optional[float]) -> TaskRecord:
+    def _wait_remote(self, task_id: str, seconds: Optional[float], deadline: _Deadline) -> TaskRecord:
         """Wait for a task another replica holds: woken by the store's
         "ended" messages, and re-reading the store every poll interval in
         case one was lost."""
         woken = threading.Event()
-        deadline = None if seconds is None else time.monotonic() + seconds
         self._watch(task_id, woken.set)
         try:
             while True:
                 task = self._require(task_id)
                 if task.status.terminal:
                     return final_record(self._record(task))
-                left = None if deadline is None else deadline - time.monotonic()
+                if not self._held_elsewhere(task):
+                    return self.wait(task_id, deadline.left())  # it came to this replica
+                left = deadline.left()
                 if left is not None and left <= 0:
                     raise self._timeout(task, seconds)
                 woken.wait(self._poll_step(left))
@@ -446,7 +545,9 @@ class TaskJournal:
         finally:
             self._unwatch(task_id, woken.set)
 
-    async def _wait_remote_async(self, task_id: str, seconds: Optional[float]) -> TaskRecord:
+    async def _wait_remote_async(
+        self, task_id: str, seconds: Optional[float], deadline: _Deadline
+    ) -> TaskRecord:
         loop = asyncio.get_running_loop()
         woken = asyncio.Event()
 
@@ -456,14 +557,15 @@ class TaskJournal:
             except RuntimeError:
                 pass  # the loop is closed: nobody waits any more
 
-        deadline = None if seconds is None else time.monotonic() + seconds
         self._watch(task_id, wake_up)
         try:
             while True:
                 task = await loop.run_in_executor(None, self._require, task_id)
                 if task.status.terminal:
                     return final_record(self._record(task))
-                left = None if deadline is None else deadline - time.monotonic()
+                if not self._held_elsewhere(task):
+                    return await self.wait_async(task_id, deadline.left())
+                left = deadline.left()
                 if left is not None and left <= 0:
                     raise self._timeout(task, seconds)
                 try:
@@ -474,16 +576,26 @@ class TaskJournal:
         finally:
             self._unwatch(task_id, wake_up)
 
-    def _poll_step(self, left: Optional[float]) -> float:
-        poll = float(getattr(self._store, "poll_interval", 1.0))
+    def _poll_step(self, left: Optional[float], poll: Optional[float] = None) -> float:
+        if poll is None:
+            poll = float(getattr(self._store, "poll_interval", 1.0))
         return poll if left is None else min(left, poll)
 
     def _add_async_waiter(
-        self, task: Task, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
+        self,
+        task: Task,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[None],
+        held: bool = False,
     ) -> bool:
-        """Register a future to resolve when the task ends; False if it has."""
-        with self._tasks.shard(task.task_id).lock:
-            if task.status.terminal:
+        """Register a future to resolve when the task ends (or close() or a
+        failed registration wakes its waiters); False, with the future
+        resolved, if it has ended or (``held``) this journal does not hold
+        it.  Raises JournalClosed once closed."""
+        shard = self._tasks.shard(task.task_id)
+        with shard.lock:
+            self._check_open()
+            if task.status.terminal or (held and shard.entries.get(task.task_id) is not task):
                 future.set_result(None)
                 return False
             task.async_waiters.append((loop, future))
@@ -516,6 +628,7 @@ class TaskJournal:
         On a shared store this includes the tasks other hub replicas own,
         as their owners last wrote them (``TaskRecord.owner`` tells whose).
         """
+        self._check_open()
         tasks = [t for t in self._tasks.values() if not t.status.terminal]
         if self._replica is not None:
             held = {t.task_id for t in tasks}
@@ -531,6 +644,7 @@ class TaskJournal:
         self, status: Optional[TaskStatus] = None, node_id: Optional[str] = None, limit: Optional[int] = None
     ) -> list[TaskRecord]:
         """Records of the tasks the journal holds, newest first, without streams."""
+        self._check_open()
         value = None if status is None else TaskStatus(status).value
         return [
             record_from_row(row, {})
@@ -547,6 +661,7 @@ class TaskJournal:
         before the first checkpoint, and on memory://).  ``appends`` counts
         the append calls this process has made to the streams it holds.
         """
+        self._check_open()
         by_status = {status.value: 0 for status in TaskStatus}
         try:
             by_status.update(self._store.count_by_status())
@@ -582,14 +697,21 @@ class TaskJournal:
             "checkpoint_age": None if self._checkpointed_at is None
             else max(0.0, self._clock() - self._checkpointed_at),
             "nodes": len(self._node_seen),
-            "store_errors": self._store_errors,
-            "last_store_error": self._last_store_error,
+            "store_errors": self._store_errors + int(getattr(self._store, "background_errors", 0)),
+            "background_errors": self._background_errors,
+            "last_store_error": self._last_store_error
+            or getattr(self._store, "last_background_error", None),
         }
 
     def _record(self, task: Task) -> TaskRecord:
-        if any(buf.spilled for buf in list(task.streams.values())):
-            self._unspill(task)
-        views = {name: StreamView(name, *buf.view()) for name, buf in list(task.streams.items())}
+        try:
+            views = {name: StreamView(name, *buf.view()) for name, buf in list(task.streams.items())}
+        except StreamSpilled:
+            # Merge the spilled parts back and read under the shard lock, so
+            # that a budget pass cannot spill them again before we have read.
+            with self._tasks.shard(task.task_id).lock:
+                self._unspill_all(task)
+                views = {name: StreamView(name, *buf.view()) for name, buf in task.streams.items()}
         return record_from_row(
             task.row(), views, detached=task.detached_until is not None, owner=task.owner
         )
@@ -598,6 +720,7 @@ class TaskJournal:
 
     def heartbeat(self, node_id: str) -> None:
         """Renew ``node_id``'s lease, keeping its tasks from being LOST."""
+        self._check_open()
         check_id("node id", node_id)
         self._node_seen[node_id] = self._clock()
 
@@ -702,6 +825,10 @@ class TaskJournal:
         in-flight tasks of replicas whose lease ran out (``adopted``): they
         wait detached for their nodes, as after a restart.
         """
+        self._check_open()
+        return self._sweep()
+
+    def _sweep(self) -> dict[str, int]:
         now = self._clock()
         lease = self.config.lease_timeout
         counts = {"timed_out": 0, "lost": 0, "expired": 0, "tombstones_forgotten": 0}
@@ -741,8 +868,8 @@ class TaskJournal:
     def _end_quietly(self, task: Task, status: TaskStatus, why: str) -> bool:
         try:
             self._transition(task.task_id, status, error=why)
-        except (InvalidTransition, UnknownTask, OwnedElsewhere):
-            return False  # it ended by itself meanwhile, or another replica has it
+        except (InvalidTransition, UnknownTask, OwnedElsewhere, JournalClosed):
+            return False  # it ended by itself meanwhile, another replica has it, or we close
         return True
 
     def checkpoint(self) -> int:
@@ -753,34 +880,57 @@ class TaskJournal:
         counted in ``stats()``; the data stays in memory and the next
         checkpoint tries again.
         """
+        self._check_open()
+        return self._checkpoint_pass()
+
+    def _checkpoint_pass(self) -> int:
         if not self._store.durable:
             return 0
-        started, errors = self._clock(), self._store_errors
-        written = self._checkpoint_tasks(list(self._tasks.values()))
-        if self._store_errors == errors:
-            self._checkpointed_at = started
-        if self.config.memory_budget is not None:
-            self._enforce_budget(self.config.memory_budget)
+        # One pass at a time (the timer's and a caller's may overlap): what
+        # one spills, another must not overwrite with an older snapshot.
+        # The store refuses older snapshots too; this keeps passes from
+        # doing each other's work twice.
+        with self._residency:
+            started, errors = self._clock(), self._store_errors
+            written = self._checkpoint_tasks(list(self._tasks.values()))
+            if self._store_errors == errors:
+                self._checkpointed_at = started
+            # The budget holds even when the store refused the checkpoint:
+            # a spill is written (or undone) on its own.
+            if self.config.memory_budget is not None:
+                self._enforce_budget(self.config.memory_budget)
         return written
 
-    def _checkpoint_tasks(self, tasks: list[Task]) -> int:
+    def _checkpoint_tasks(self, tasks: list[Task], *, unseal: bool = False) -> int:
+        """Write the streams that changed since their last checkpoint.
+
+        ``unseal``: store in-flight tasks' streams as not sealed (close()
+        seals them, but they go on after a restart)."""
         if not self._store.durable:
             return 0
         items, totals = [], []
         for task in tasks:
-            for name, buf in list(task.streams.items()):
-                total = buf.total
-                if total == task.checkpointed.get(name, 0):
-                    continue
-                if buf.spilled:
-                    self._unspill(task)
-                items.append((task.task_id, name, buf.snapshot()))
-                totals.append((task, name, total))
+            try:
+                for name, buf in list(task.streams.items()):
+                    total = buf.total
+                    if total == task.checkpointed.get(name, 0):
+                        continue
+                    if buf.spilled:
+                        self._unspill(task)
+                    snapshot = buf.snapshot()
+                    if unseal and not task.status.terminal:
+                        snapshot = _unsealed(snapshot)
+                    items.append((task.task_id, name, snapshot))
+                    totals.append((task, name, total))
+            except Exception as exc:  # noqa: BLE001 - one task's trouble is not every task's
+                self._note_store_error(f"task {task.task_id!r} was not checkpointed: {exc}")
         if not items:
             return 0
         if not self._store_call(self._store.put_streams, items):
             return 0
         for task, name, total in totals:
+            # The store keeps the newest snapshot it was given, so it now
+            # holds at least ``total`` bytes of this stream.
             task.checkpointed[name] = max(task.checkpointed.get(name, 0), total)
         return len(items)
 
@@ -828,7 +978,9 @@ class TaskJournal:
         return sum(len(buf) for buf in task.streams.values())
 
     def _spill(self, task: Task) -> int:
-        """Move a task's resident stream data to the store; return the bytes freed."""
+        """Move a task's resident stream data to the store; return the bytes
+        freed.  If the store does not take it, for any reason, the buffers
+        are merged back at once: nothing a spill holds is ever lost."""
         with self._tasks.shard(task.task_id).lock:
             if task.status.terminal:
                 return 0
@@ -840,9 +992,14 @@ class TaskJournal:
             if not spilled:
                 return 0
             items = [(task.task_id, name, snapshot) for name, _, snapshot, _ in spilled]
-            if not self._store_call(self._store.put_streams, items):
-                for _, buf, snapshot, _ in spilled:
-                    buf.unspill(snapshot)
+            written = False
+            try:
+                written = self._store_call(self._store.put_streams, items)
+            finally:
+                if not written:
+                    for _, buf, snapshot, _ in spilled:
+                        buf.unspill(snapshot)
+            if not written:
                 return 0
             for name, _, snapshot, _ in spilled:
                 durable = snapshot_total(snapshot)
@@ -866,21 +1023,51 @@ class TaskJournal:
                 buf.unspill(snapshot)
 
     def _store_call(self, call: Callable[..., None], *args: Any) -> bool:
+        """Make a background write; False if the store refused it.
+
+        Any exception counts, not only StoreError: a store's client can raise
+        things of its own (an out-of-memory reply, a permission error), and a
+        background pass that dies on one would stop every later pass."""
         try:
             call(*args)
-        except StoreError as exc:
-            self._store_errors += 1
-            self._last_store_error = str(exc)
-            log.warning("journal store write failed, will retry: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - counted, and retried by the next pass
+            self._note_store_error(f"journal store write failed, will retry: {exc}")
             return False
         return True
+
+    def _note_store_error(self, message: str) -> None:
+        self._store_errors += 1
+        self._last_store_error = message
+        log.warning("%s", message)
+
+    def _background_pass(self, name: str) -> None:
+        """One pass of the background thread: ``sweep`` or ``checkpoint``.
+        Every exception is counted and logged; the thread goes on."""
+        if self._closed or self._forked:
+            return
+        try:
+            if name == "sweep":
+                self._sweep()
+            else:
+                self._checkpoint_pass()
+        except Exception as exc:  # noqa: BLE001 - the thread must outlive one bad pass
+            if self._closed:
+                return
+            self._background_errors += 1
+            self._last_store_error = f"background {name} failed: {exc!r}"
+            log.exception("journal background %s failed; trying again next round", name)
 
     # -- plumbing ----------------------------------------------------------
 
     def _require(self, task_id: str) -> Task:
+        """The task, held here or read from the store.  After close() only
+        the tasks still held in memory can be read (the store is closed)."""
+        if self._forked:
+            raise self._closed_error()
         task = self._tasks.get(task_id) if isinstance(task_id, str) else None
         if task is not None:
             return task
+        self._check_open()
         if not isinstance(task_id, str):
             raise InvalidArgument(f"task id must be a str, got {type(task_id).__name__}")
         stored = self._store.get(task_id)
@@ -901,27 +1088,65 @@ class TaskJournal:
         )
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise JournalClosed("this TaskJournal is closed; open a new one")
+        if self._closed or self._forked:
+            raise self._closed_error()
+
+    def _closed_error(self, doing: str = "") -> JournalClosed:
+        where = f" {doing}" if doing else ""
+        if self._forked:
+            return JournalClosed(
+                f"this TaskJournal belongs to process {self._pid}, of which this process is a "
+                f"fork{where}: the parent keeps its store; open a TaskJournal of your own here"
+            )
+        return JournalClosed(
+            f"this TaskJournal was closed{where}; open a new one (a durable store keeps "
+            "everything it acknowledged)"
+        )
 
     def check(self) -> list[str]:
         """The store's integrity problems; an empty list means sound."""
+        self._check_open()
         return self._store.check()
 
     def close(self) -> None:
-        """Stop the background thread, write a last checkpoint, close the
-        store.  Idempotent."""
+        """Stop the background thread, seal every stream, write a last
+        checkpoint, wake every waiter, close the store.  Idempotent.
+
+        After close, appends to any handle raise StreamSealed and every call
+        raises JournalClosed, so nothing is accepted that would not be
+        persisted; waiters still blocked get JournalClosed (or the record,
+        if their task ended)."""
         if self._closed:
             return
         self._closed = True
         if self._maintenance is not None:
             self._maintenance.stop()
+        tasks = self._seal_all()
         try:
-            self._checkpoint_tasks(list(self._tasks.values()))
+            if not self._forked:
+                with self._residency:
+                    self._checkpoint_tasks(tasks, unseal=True)
         finally:
-            if self._replica is not None:
-                self._store.release()  # others may adopt our tasks at once
-            self._store.close()
+            self._wake_all(tasks)
+            if not self._forked:
+                if self._replica is not None:
+                    self._store.release()  # others may adopt our tasks at once
+                self._store.close()
+
+    def _seal_all(self) -> list[Task]:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            for buf in list(task.streams.values()):
+                buf.seal()
+        return tasks
+
+    def _wake_all(self, tasks: list[Task]) -> None:
+        """Wake every waiter: they see the journal closed."""
+        for task in tasks:
+            with self._tasks.shard(task.task_id).lock:
+                waiters, task.async_waiters = task.async_waiters, []
+            wake(task, waiters)
+        self._on_ended(None)
 
     def abandon(self) -> None:
         """Drop this journal the way a crash would: stop its background
@@ -933,7 +1158,9 @@ class TaskJournal:
         self._closed = True
         if self._maintenance is not None:
             self._maintenance.stop()
-        self._store.close()
+        self._wake_all(self._seal_all())
+        if not self._forked:
+            self._store.close()
 
     def __enter__(self) -> TaskJournal:
         return self

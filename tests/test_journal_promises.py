@@ -1,0 +1,312 @@
+"""The journal's promises under the interleavings an adversary forces.
+
+Each test gates or breaks one store call so that a background pass and a
+foreground call meet at the worst moment, then checks what the journal
+acknowledged is what the store holds.  They run on every store they concern
+and on both buffer twins (the fixtures of conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+from in_thread import in_thread
+from journal import TaskStatus
+from journal.errors import (
+    InvalidArgument,
+    JournalClosed,
+    JournalError,
+    StoreError,
+    StreamSealed,
+    UnknownTask,
+)
+
+QUIET = 3600.0  # a checkpoint timer that never fires during a test
+
+
+class Gate:
+    """Wraps a store method: the first call (matching ``when``) stops until
+    ``release()``; later calls go straight through."""
+
+    def __init__(self, store, name, when=lambda *args, **kwargs: True, then=None):
+        self.entered = threading.Event()
+        self._open = threading.Event()
+        self._real = getattr(store, name)
+        self._when = when
+        self._then = then
+        self._used = False
+        setattr(store, name, self)
+
+    def __call__(self, *args, **kwargs):
+        if not self._used and self._when(*args, **kwargs):
+            self._used = True
+            self.entered.set()
+            assert self._open.wait(10), "the gate was never released"
+            if self._then is not None:
+                raise self._then
+        return self._real(*args, **kwargs)
+
+    def release(self):
+        self._open.set()
+
+
+def _running(journal, task_id="t", data=b"a" * 1000):
+    journal.register(task_id, "node")
+    journal.start(task_id)
+    out = journal.stream(task_id)
+    out.append(data)
+    return out
+
+
+# -- 1. final output is never rolled back -----------------------------------
+
+
+def test_checkpoint_committed_after_complete_keeps_the_final_output(reopen):
+    journal = reopen(checkpoint_interval=QUIET)
+    out = _running(journal)
+    gate = Gate(journal._store, "put_streams")
+    checkpoint = in_thread(journal.checkpoint)
+    assert gate.entered.wait(10)  # its snapshot (1,000 bytes) is taken
+    out.append(b"b" * 500)
+    journal.complete("t", {"exit": 0})  # commits 1,500 bytes as final
+    gate.release()
+    checkpoint()  # ... then commits its older snapshot
+    assert journal.get("t").streams["stdout"].total == 1500
+    journal.close()
+    view = reopen().get("t").streams["stdout"]
+    assert view.total == 1500 and view.text().endswith("bbb")
+
+
+# -- 2. the memory budget never wedges a task --------------------------------
+
+
+def test_overlapping_checkpoint_passes_never_wedge_a_spilled_stream(reopen):
+    journal = reopen(checkpoint_interval=QUIET, memory_budget=1)
+    out = _running(journal)
+    gate = Gate(journal._store, "put_streams")
+    first = in_thread(journal.checkpoint)  # snapshot of 1,000 bytes, held at the gate
+    assert gate.entered.wait(10)
+    out.append(b"x" * 10)
+    second = in_thread(journal.checkpoint)  # would spill 1,010 bytes meanwhile
+    time.sleep(0.2)
+    gate.release()
+    first()
+    second()
+    journal.checkpoint()
+    assert journal.get("t").streams["stdout"].total == 1010  # no CorruptSnapshot
+    journal.complete("t")
+    journal.close()
+    assert reopen().get("t").streams["stdout"].total == 1010
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("OOM command not allowed"), StoreError("disk full")])
+def test_a_store_that_raises_anything_loses_no_held_byte(reopen, failure):
+    journal = reopen(checkpoint_interval=QUIET, memory_budget=1)
+    out = _running(journal)
+    journal.checkpoint()  # durable at 1,000 bytes, and spilled
+    out.append(b"y" * 24)
+    real = journal._store.put_streams
+
+    def broken(items):
+        list(items)
+        raise failure
+
+    journal._store.put_streams = broken
+    journal.checkpoint()  # neither the checkpoint nor the spill is taken
+    journal.checkpoint()
+    stats = journal.stats()
+    assert stats["store_errors"] >= 2 and str(failure) in stats["last_store_error"]
+    view = journal.get("t").streams["stdout"]
+    assert view.total == 1024 and view.text().endswith("y" * 24)
+    journal._store.put_streams = real
+    journal.complete("t")
+    journal.close()
+    assert reopen().get("t").streams["stdout"].total == 1024
+
+
+def test_reads_racing_the_budget_pass_never_see_a_spilled_buffer(reopen):
+    journal = reopen(checkpoint_interval=QUIET, memory_budget=1)
+    out = _running(journal)
+    stop = threading.Event()
+    errors = []
+
+    def spill_forever():
+        while not stop.is_set():
+            out.append(b"z" * 64)
+            journal.checkpoint()
+
+    async def follow():
+        async for _ in journal.follow("t"):
+            if stop.is_set():
+                return
+
+    def read_forever():
+        try:
+            while not stop.is_set():
+                journal.get("t")
+        except JournalError as exc:
+            errors.append(exc)
+
+    def follow_forever():
+        try:
+            asyncio.run(follow())
+        except JournalError as exc:
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=f) for f in (spill_forever, read_forever, follow_forever)]
+        for thread in threads:
+            thread.start()
+        time.sleep(2.0)
+        stop.set()
+        out.append(b"end")
+        for thread in threads:
+            thread.join(10)
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+
+
+# -- 3. background passes survive and count ---------------------------------
+
+
+def test_the_background_thread_survives_and_counts_a_failing_pass(make_journal):
+    journal = make_journal(sweep_interval=0.01)
+
+    def broken():
+        raise RuntimeError("an unexpected failure")
+
+    journal._sweep = broken
+    time.sleep(0.3)
+    assert journal._maintenance.thread.is_alive()
+    assert journal.stats()["background_errors"] >= 2
+    del journal._sweep  # the real one again: the thread goes on sweeping
+    journal.register("t", "node", deadline=0.05)
+    journal._clock.advance(1)
+    assert journal.wait("t", timeout=5).status is TaskStatus.TIMED_OUT
+
+
+# -- 4. every waiter ends ------------------------------------------------------
+
+
+def test_close_ends_every_waiter(make_journal):
+    journal = make_journal()
+    journal.register("t", "node")
+
+    async def wait_async():
+        return await journal.wait_async("t")
+
+    sync = in_thread(journal.wait, "t")
+    coroutine = in_thread(asyncio.run, wait_async())
+    time.sleep(0.2)
+    journal.close()
+    for waiter in (sync, coroutine):
+        with pytest.raises(JournalClosed):
+            waiter()
+
+
+def test_a_wait_on_a_registration_that_fails_ends_unknown(make_journal):
+    journal = make_journal()
+    gate = Gate(journal._store, "put_task", when=lambda *a, new=False, **k: new,
+                then=StoreError("the disk is full"))
+    register = in_thread(journal.register, "t", "node")
+    assert gate.entered.wait(10)
+    waiter = in_thread(journal.wait, "t")  # finds the task being registered
+    time.sleep(0.1)
+    gate.release()
+    with pytest.raises(StoreError):
+        register()
+    with pytest.raises(UnknownTask):
+        waiter()
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e10, threading.TIMEOUT_MAX * 2])
+def test_a_wait_with_an_enormous_timeout_waits(make_journal, timeout):
+    journal = make_journal()
+    journal.register("t", "node")
+    waiter = in_thread(journal.wait, "t", timeout)
+    time.sleep(0.1)
+    journal.complete("t", 7)
+    assert waiter().result == 7
+
+
+# -- 5. nothing is accepted after close that would not be kept ---------------
+
+
+def test_after_close_nothing_is_accepted(make_journal):
+    journal = make_journal()
+    out = _running(journal)
+    journal.close()
+    with pytest.raises(StreamSealed):
+        out.append(b"late")
+    for call in (lambda: journal.stream("t", "stderr"), journal.list_tasks, journal.stats,
+                 journal.sweep, journal.checkpoint, journal.in_flight,
+                 lambda: journal.register("u", "node"), lambda: journal.complete("t"),
+                 lambda: journal.get("never-registered")):
+        with pytest.raises(JournalClosed):
+            call()
+    assert journal.get("t").streams["stdout"].total == 1000  # what it held still reads
+
+
+def test_streams_sealed_by_close_go_on_after_a_restart(reopen):
+    journal = reopen()
+    _running(journal)
+    journal.close()
+    again = reopen()
+    again.reattach("t", "node")
+    out = again.stream("t")
+    out.append(b"more")  # not sealed: the task is still running
+    again.complete("t")
+    assert again.get("t").streams["stdout"].total == 1004
+
+
+# -- 6. text the store cannot hold --------------------------------------------
+
+
+def test_a_lone_surrogate_is_refused_and_poisons_nothing(make_journal):
+    journal = make_journal()
+    out = _running(journal)
+    for call in (lambda: journal.stream("t", "\ud800"), lambda: journal.register("\udcff", "n"),
+                 lambda: journal.register("u", "no\ud800de")):
+        with pytest.raises(InvalidArgument):
+            call()
+    out.append(b"b")
+    journal.checkpoint()
+    record = journal.fail("t", "decoded badly: \udcff")  # free text is escaped, not refused
+    assert record.error == "decoded badly: \\udcff"
+    assert journal.get("t").streams["stdout"].total == 1001
+
+
+# -- 7. one owner: a forked child is refused ---------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_cannot_use_its_parents_journal(make_journal):
+    journal = make_journal()
+    _running(journal)
+    pid = os.fork()
+    if pid == 0:  # the child: every call must be refused
+        code = 0
+        for call in (lambda: journal.complete("t"), lambda: journal.get("t"),
+                     lambda: journal.register("u", "n")):
+            try:
+                call()
+                code = 1
+            except JournalClosed:
+                pass
+            except BaseException:  # noqa: BLE001 - reported through the exit code
+                code = 2
+        journal.close()  # must not touch the parent's store
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    journal.complete("t", "parent")
+    assert journal.wait("t", timeout=5).result == "parent"
