@@ -310,3 +310,17 @@ def test_a_forked_child_cannot_use_its_parents_journal(make_journal):
     assert os.waitstatus_to_exitcode(status) == 0
     journal.complete("t", "parent")
     assert journal.wait("t", timeout=5).result == "parent"
+
+
+# -- 12. errors a caller can trigger are in the hierarchy ----------------------
+
+
+@pytest.mark.parametrize("arguments", [{"status": "bogus"}, {"status": 3}, {"limit": -1},
+                                       {"limit": 1.5}, {"limit": True}, {"node_id": "\ud800"}])
+def test_list_tasks_refuses_bad_filters(make_journal, arguments):
+    journal = make_journal()
+    journal.register("t", "node")
+    with pytest.raises(InvalidArgument):
+        journal.list_tasks(**arguments)
+    assert [r.task_id for r in journal.list_tasks(status="pending", limit=0)] == []
+    assert [r.task_id for r in journal.list_tasks(status=TaskStatus.PENDING)] == ["t"]

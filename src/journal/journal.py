@@ -38,6 +38,8 @@ from journal.store import StoredTask, TaskRow, open_store
 from journal.validation import (
     check_deadline,
     check_id,
+    check_limit,
+    check_status,
     check_timeout,
     decode_result,
     encode_json,
@@ -643,13 +645,22 @@ class TaskJournal:
     def list_tasks(
         self, status: Optional[TaskStatus] = None, node_id: Optional[str] = None, limit: Optional[int] = None
     ) -> list[TaskRecord]:
-        """Records of the tasks the journal holds, newest first, without streams."""
+        """Records of the tasks the journal holds, newest first, without streams.
+
+        ``status`` is a TaskStatus or its value (``"running"``), ``node_id``
+        a node's id, ``limit`` a count >= 0; anything else is InvalidArgument.
+        """
         self._check_open()
-        value = None if status is None else TaskStatus(status).value
-        return [
-            record_from_row(row, {})
-            for row in self._store.list_tasks(status=value, node_id=node_id, limit=limit)
-        ]
+        wanted = check_status(status)
+        if node_id is not None:
+            check_id("node id", node_id)
+        most = check_limit(limit)
+        if most == 0:
+            return []  # every store agrees on what a limit of 0 returns
+        rows = self._store.list_tasks(
+            status=None if wanted is None else wanted.value, node_id=node_id, limit=most
+        )
+        return [record_from_row(row, {}) for row in rows]
 
     def stats(self) -> dict[str, Any]:
         """Counts by status, and the bytes the streams hold, dropped and spilled.
