@@ -1,8 +1,9 @@
 """A hub process for the crash tests: it works a journal until it is killed.
 
-    python crash_child.py URL RUN IMPL
+    python crash_child.py URL RUN IMPL [BUDGET STREAM_BYTES]
 
-Each acknowledgement line ("R id", "S id", "C id total") is printed only after
+With BUDGET (bytes, 0: none) the journal spills under a memory budget, and
+each task streams about STREAM_BYTES of output.  Each acknowledgement line ("R id", "S id", "C id total") is printed only after
 the journal call it acknowledges has returned.
 """
 
@@ -20,11 +21,16 @@ def line(task_id: str, number: int) -> bytes:
 
 def main() -> None:
     url, run, impl = sys.argv[1], sys.argv[2], sys.argv[3]
+    budget = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    stream_bytes = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     if impl == "c":
         from journal._buffer import HeadTailBuffer
     else:
         from journal._buffer_py import HeadTailBuffer
-    config = JournalConfig(head_bytes=300, tail_bytes=300, checkpoint_interval=0.02, sweep_interval=0)
+    config = JournalConfig(
+        head_bytes=300, tail_bytes=300, checkpoint_interval=0.02, sweep_interval=0,
+        memory_budget=budget or None,
+    )
     journal = TaskJournal(url, config=config, buffer_class=HeadTailBuffer)
     rng = random.Random(run)
     for n in range(10_000):
@@ -34,7 +40,8 @@ def main() -> None:
         journal.start(task_id)
         print("S", task_id, flush=True)
         out = journal.stream(task_id)
-        lines = rng.randrange(1, 200)
+        # A line is 22-26 bytes: about STREAM_BYTES each, or up to 5 KB.
+        lines = rng.randrange(stream_bytes // 30, stream_bytes // 20) if stream_bytes else rng.randrange(1, 200)
         for number in range(lines):
             out.append(line(task_id, number))
         if rng.random() < 0.8:

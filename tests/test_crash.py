@@ -21,7 +21,9 @@ import pytest
 from crash_child import line
 from journal import JournalConfig, TaskJournal, TaskStatus
 
-KILLS = 12  # per buffer implementation: 24 in the suite
+#: Kills per buffer implementation and campaign (48 in the suite); more for
+#: a longer campaign by hand.
+KILLS = int(os.environ.get("JOURNAL_CRASH_KILLS", "12"))
 CHILD = os.path.join(os.path.dirname(__file__), "crash_child.py")
 
 
@@ -34,9 +36,10 @@ def _expected(task_id, total):
     return bytes(data[:total])
 
 
-def _run_and_kill(url, run, impl, delay):
+def _run_and_kill(url, run, impl, delay, budget=0, stream_bytes=0):
     child = subprocess.Popen(
-        [sys.executable, CHILD, url, run, impl], stdout=subprocess.PIPE, text=True
+        [sys.executable, CHILD, url, run, impl, str(budget), str(stream_bytes)],
+        stdout=subprocess.PIPE, text=True,
     )
     acks = []
     first_done = threading.Event()
@@ -60,15 +63,23 @@ def _run_and_kill(url, run, impl, delay):
     return [ack.split() for ack in acks if ack.endswith("\n")]
 
 
+#: (memory budget, bytes each task streams): as it was, and spilling 200 KB
+#: streams under a budget far smaller than one task's buffers.
+CAMPAIGNS = {"plain": (0, 0), "budget": (256, 200_000)}
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is a POSIX signal")
+@pytest.mark.parametrize("campaign", sorted(CAMPAIGNS))
 @pytest.mark.parametrize("impl", [pytest.param("c", marks=pytest.mark.c_extension), "python"])
-def test_sigkill_loses_nothing_acknowledged(tmp_path, impl):
+def test_sigkill_loses_nothing_acknowledged(tmp_path, impl, campaign):
     url = f"sqlite:///{tmp_path / 'journal.db'}"
-    rng = random.Random(impl)
-    checked = 0
+    budget, stream_bytes = CAMPAIGNS[campaign]
+    rng = random.Random(impl + campaign)
+    checked = bytes_checked = 0
     for kill in range(KILLS):
         run = f"{impl}{kill}"
-        acks = _run_and_kill(url, run, impl, delay=rng.uniform(0.0, 0.8))
+        acks = _run_and_kill(url, run, impl, delay=rng.uniform(0.0, 0.8),
+                             budget=budget, stream_bytes=stream_bytes)
         assert any(ack[0] == "C" for ack in acks), "the child got nothing done before the kill"
         with TaskJournal(url, config=JournalConfig(sweep_interval=0)) as journal:
             for ack in acks:
@@ -79,6 +90,7 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path, impl):
                     assert record.status is TaskStatus.COMPLETED
                     assert record.result["n"] == int(ack[1].split("-")[1])
                     assert record.streams["stdout"].total == int(ack[2])
+                    bytes_checked += int(ack[2])
                 checked += 1
             for record in journal.in_flight() + [journal.get(a[1]) for a in acks if a[0] == "C"]:
                 view = record.streams.get("stdout")
@@ -92,3 +104,5 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path, impl):
             for record in journal.in_flight():
                 journal.cancel(record.task_id, "its hub was killed")
     assert checked > KILLS * 10
+    print(f"\n{campaign}/{impl}: {KILLS} kills, {checked} acknowledgements and "
+          f"{bytes_checked:,} acknowledged stream bytes checked")
