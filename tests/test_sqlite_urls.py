@@ -41,6 +41,6 @@ def test_a_missing_parent_directory_is_said_so(tmp_path, readonly):
 
 
 def test_a_read_only_open_of_a_missing_file_is_a_clear_store_error(tmp_path):
-    with pytest.raises(StoreError, match="no journal file"):
+    with pytest.raises(StoreError, match="no such journal file"):
         open_store(f"sqlite:///{tmp_path / 'missing.db'}", readonly=True)
     assert os.listdir(tmp_path) == []

@@ -730,9 +730,12 @@ def _real_file(path: str, *, must_exist: bool) -> str:
         raise StoreError(f"{path} is a directory, not a journal file: name a file in it")
     parent = os.path.dirname(real)
     if not os.path.isdir(parent):
-        raise StoreError(f"{path}: the directory {parent} does not exist; create it first")
+        where = f"the directory {parent} does not exist"
+        if must_exist:
+            raise StoreError(f"{path}: no such journal file ({where})")
+        raise StoreError(f"{path}: {where}; create it first")
     if must_exist and not os.path.exists(real):
-        raise StoreError(f"{path}: no journal file there to read (a read-only open creates none)")
+        raise StoreError(f"{path}: no such journal file (a read-only open creates none)")
     return real
 
 
