@@ -146,12 +146,14 @@ def test_soak(tmp_path, request, buffer_cls, kind, budget):
     for thread in blocked_threads:
         thread.join(10)
     assert outcomes == ["closed"] * len(stranded)
-    if kind == "memory":
-        return
-    with TaskJournal(url, config=JournalConfig(sweep_interval=0)) as again:
-        _check(again, acknowledged)
-        in_flight = {r.task_id for r in again.in_flight()}
-        assert set(ended_early) | set(stranded) <= in_flight
+    if kind != "memory":
+        with TaskJournal(url, config=JournalConfig(sweep_interval=0)) as again:
+            _check(again, acknowledged)
+            in_flight = {r.task_id for r in again.in_flight()}
+            assert set(ended_early) | set(stranded) <= in_flight
+    print(f"\nsoak {kind} budget={budget}: {len(acknowledged):,} tasks completed, "
+          f"{sum(total for total, _ in acknowledged.values()):,} acknowledged stream bytes "
+          f"checked, {len(stranded)} waiters ended by close(), 0 regressed")
 
 
 def _check(journal, acknowledged):
