@@ -324,3 +324,22 @@ def test_list_tasks_refuses_bad_filters(make_journal, arguments):
         journal.list_tasks(**arguments)
     assert [r.task_id for r in journal.list_tasks(status="pending", limit=0)] == []
     assert [r.task_id for r in journal.list_tasks(status=TaskStatus.PENDING)] == ["t"]
+
+
+def test_an_in_flight_stream_stored_sealed_is_unsealed_on_restart(reopen, buffer_cls):
+    from journal.store import open_store
+
+    journal = reopen()
+    _running(journal)
+    url = journal.store_url
+    journal.close()
+    store = open_store(url)  # as a journal of an older release might have left it
+    buf = buffer_cls(20_000, 20_000)
+    buf.append(b"a" * 1001)
+    buf.seal()
+    store.put_streams([("t", "stdout", buf.snapshot())])
+    store.close()
+    again = reopen()
+    again.reattach("t", "node")
+    again.stream("t").append(b"b")
+    assert again.complete("t").streams["stdout"].total == 1002

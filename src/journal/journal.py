@@ -202,6 +202,9 @@ class TaskJournal:
         for name, snapshot in item.streams.items():
             try:
                 buf = self._buffer_class.restore(snapshot)
+                if buf.sealed and not task.status.terminal:
+                    # Sealed by a close() while in flight: it goes on now.
+                    buf = self._buffer_class.restore(_unsealed(snapshot))
             except CorruptSnapshot as exc:
                 if problems is None:
                     raise
