@@ -117,7 +117,7 @@ def test_check_repairs_what_is_safe(simulated, tmp_path):
     copy = tmp_path / "copy.db"
     shutil.copy(path, copy)
     with sqlite3.connect(copy) as conn:
-        conn.execute("INSERT INTO streams VALUES ('no-such-task', 'stdout', x'00')")
+        conn.execute("INSERT INTO streams (task_id, name, snapshot) VALUES ('no-such-task', 'stdout', x'00')")
     url = f"sqlite:///{copy}"
     found = run("check", "--store", url, check=False)
     assert found.returncode == 1 and "has no task row" in found.stdout
