@@ -343,3 +343,56 @@ def test_an_in_flight_stream_stored_sealed_is_unsealed_on_restart(reopen, buffer
     again.reattach("t", "node")
     again.stream("t").append(b"b")
     assert again.complete("t").streams["stdout"].total == 1002
+
+
+# -- found by the second attack: one task, or one slow store, holding up others
+
+
+def _remove_spilled_part(url, task_id):
+    """Delete a stream's stored state behind the journal's back (as an
+    eviction or an operator would)."""
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(url[len("sqlite:///"):]) as conn:
+            conn.execute("DELETE FROM streams WHERE task_id = ?", (task_id,))
+        return
+    import redis
+    from urllib.parse import parse_qs, urlsplit
+
+    prefix = parse_qs(urlsplit(url).query)["prefix"][0]
+    client = redis.Redis.from_url(url.partition("?")[0])
+    client.delete(f"{prefix}:task:{{{task_id}}}:streams")
+    client.close()
+
+
+def test_one_task_whose_spilled_part_is_gone_does_not_stop_the_sweep(reopen):
+    journal = reopen(checkpoint_interval=QUIET, memory_budget=0, result_ttl=60)
+    journal.register("poison", "node", deadline=10)
+    journal.stream("poison").append(b"p" * 5000)
+    journal.checkpoint()  # spilled: the budget is 0
+    assert journal.stream("poison").spilled
+    _remove_spilled_part(journal.store_url, "poison")
+    journal.register("done", "node")
+    journal.complete("done", 1)
+    victims = [f"v{n}" for n in range(32)]
+    for task_id in victims:
+        journal.register(task_id, "node", deadline=10)
+    journal._clock.advance(100)
+    counts = journal.sweep()  # ends every other task, and expires "done"
+    assert counts["timed_out"] == len(victims) and counts["expired"] == 1
+    assert all(journal.get(t).status is TaskStatus.TIMED_OUT for t in victims)
+    assert "poison" in journal.stats()["last_store_error"]
+
+
+@pytest.mark.parametrize("poll", [0, -1, float("nan"), float("inf"), 10**400, "1"])
+def test_follow_refuses_a_poll_interval_it_cannot_keep(make_journal, poll):
+    journal = make_journal()
+    journal.register("t", "node")
+
+    async def follow():
+        async for _ in journal.follow("t", poll_interval=poll):
+            pass
+
+    with pytest.raises(InvalidArgument, match="poll_interval"):
+        asyncio.run(follow())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
@@ -38,6 +39,7 @@ from journal.store import StoredTask, TaskRow, open_store
 from journal.validation import (
     check_deadline,
     check_id,
+    check_interval,
     check_limit,
     check_status,
     check_timeout,
@@ -148,6 +150,9 @@ class TaskJournal:
         #: Task id -> wake-up calls of waiters whose task is not held here.
         self._remote_waiters: dict[str, list[Callable[[], None]]] = {}
         self._remote_lock = threading.Lock()
+        #: Threads for the store reads of waits on a shared store (made on
+        #: first use; see _find_within).
+        self._reads: Optional[concurrent.futures.ThreadPoolExecutor] = None
         if self.config.memory_budget is not None and not self._store.durable:
             self._store.close()
             raise InvalidArgument(
@@ -387,7 +392,8 @@ class TaskJournal:
         is closed first, what the stream holds is delivered and then
         JournalClosed is raised.
         """
-        task = self._require(task_id)
+        poll_interval = check_interval(task_id, "poll_interval", poll_interval)
+        task = await self._find_async(task_id, _Deadline(None), None)
         loop = asyncio.get_running_loop()
         ended = loop.create_future()
         self._add_async_waiter(task, loop, ended)
@@ -438,7 +444,7 @@ class TaskJournal:
         seconds = check_timeout(task_id, timeout)
         deadline = _Deadline(seconds)
         while True:
-            task = self._require(task_id)
+            task = self._find_within(task_id, deadline, seconds)
             if task.status.terminal:
                 return final_record(self._record(task))
             if self._held_elsewhere(task):
@@ -450,6 +456,48 @@ class TaskJournal:
                 raise self._timeout(task, seconds)
             if deadline.left() == 0.0 and not task.status.terminal:
                 raise self._timeout(task, seconds)
+
+    # A wait reads a task it does not hold from the store.  On a shared store
+    # that read can hang while the server does not answer (for the URL's
+    # ``timeout``); it runs on a reader thread, so the caller's own timeout
+    # holds and an event loop is never blocked.  Local stores answer at once.
+    _READ_FLOOR = 0.1  # seconds a read always gets, so wait(t, 0) can read t
+
+    def _find_within(self, task_id: str, deadline: _Deadline, seconds: Optional[float]) -> Task:
+        held = self._tasks.get(task_id) if isinstance(task_id, str) else None
+        left = deadline.left()
+        if (held is not None and not self._forked) or self._replica is None or left is None:
+            return self._require(task_id)
+        future = self._reader().submit(self._require, task_id)
+        try:
+            return future.result(timeout=max(left, self._READ_FLOOR))
+        except concurrent.futures.TimeoutError:
+            raise self._unreadable(task_id, seconds) from None
+
+    async def _find_async(self, task_id: str, deadline: _Deadline, seconds: Optional[float]) -> Task:
+        held = self._tasks.get(task_id) if isinstance(task_id, str) else None
+        if (held is not None and not self._forked) or self._replica is None:
+            return self._require(task_id)
+        read = asyncio.get_running_loop().run_in_executor(self._reader(), self._require, task_id)
+        left = deadline.left()
+        if left is None:
+            return await read
+        try:
+            return await asyncio.wait_for(read, max(left, self._READ_FLOOR))
+        except asyncio.TimeoutError:
+            raise self._unreadable(task_id, seconds) from None
+
+    def _reader(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._remote_lock:
+            if self._reads is None:
+                self._reads = concurrent.futures.ThreadPoolExecutor(4, "journal-read")
+            return self._reads
+
+    def _unreadable(self, task_id: str, seconds: Optional[float]) -> WaitTimeout:
+        return WaitTimeout(
+            f"task {task_id!r} could not be read from {self.store_url} within {seconds:g} s "
+            "(the store is slow or away); wait again"
+        )
 
     def _done_event(self, task: Task) -> Optional[threading.Event]:
         """The event set when ``task`` ends (or close() or a failed
@@ -470,7 +518,7 @@ class TaskJournal:
         deadline = _Deadline(seconds)
         loop = asyncio.get_running_loop()
         while True:
-            task = self._require(task_id)
+            task = await self._find_async(task_id, deadline, seconds)
             if task.status.terminal:
                 return final_record(self._record(task))
             if self._held_elsewhere(task):
@@ -537,7 +585,7 @@ class TaskJournal:
         self._watch(task_id, woken.set)
         try:
             while True:
-                task = self._require(task_id)
+                task = self._find_within(task_id, deadline, seconds)
                 if task.status.terminal:
                     return final_record(self._record(task))
                 if not self._held_elsewhere(task):
@@ -565,7 +613,7 @@ class TaskJournal:
         self._watch(task_id, wake_up)
         try:
             while True:
-                task = await loop.run_in_executor(None, self._require, task_id)
+                task = await self._find_async(task_id, deadline, seconds)
                 if task.status.terminal:
                     return final_record(self._record(task))
                 if not self._held_elsewhere(task):
@@ -625,7 +673,12 @@ class TaskJournal:
 
     def get(self, task_id: str) -> TaskRecord:
         """An immutable snapshot of the task, its result and its streams."""
-        return self._record(self._require(task_id))
+        try:
+            return self._record(self._require(task_id))
+        except OwnedElsewhere:
+            # Another replica took it over while its buffers were spilled
+            # here: read it as that replica last wrote it.
+            return self._record(self._require(task_id))
 
     def in_flight(self) -> list[TaskRecord]:
         """Every task not yet in a terminal state, oldest first.
@@ -884,6 +937,9 @@ class TaskJournal:
             self._transition(task.task_id, status, error=why)
         except (InvalidTransition, UnknownTask, OwnedElsewhere, JournalClosed):
             return False  # it ended by itself meanwhile, another replica has it, or we close
+        except Exception as exc:  # noqa: BLE001 - one task's trouble must not stop the sweep
+            self._note_store_error(f"the sweep could not end task {task.task_id!r} ({why}): {exc}")
+            return False
         return True
 
     def checkpoint(self) -> int:
@@ -1027,14 +1083,26 @@ class TaskJournal:
     def _unspill_all(self, task: Task) -> None:
         """Merge spilled streams back into memory; hold the shard lock."""
         for name, buf in task.streams.items():
-            if buf.spilled:
-                snapshot = self._store.get_stream(task.task_id, name)
+            if not buf.spilled:
+                continue
+            snapshot = self._store.get_stream(task.task_id, name)
+            try:
                 if snapshot is None:
                     raise StoreError(
                         f"task {task.task_id!r}: the spilled part of stream {name!r} is "
                         "missing from the store"
                     )
                 buf.unspill(snapshot)
+            except (StoreError, CorruptSnapshot):
+                # On a shared store, a stored state that is not our spill
+                # means another replica adopted the task and wrote on.
+                if self._replica is not None:
+                    owner = self._store.owners([task.task_id]).get(task.task_id)
+                    if owner != self._replica:
+                        task.owner = owner
+                        self._drop_locked(task)
+                        raise self._owned_elsewhere(task) from None
+                raise
 
     def _store_call(self, call: Callable[..., None], *args: Any) -> bool:
         """Make a background write; False if the store refused it.
@@ -1142,6 +1210,8 @@ class TaskJournal:
                     self._checkpoint_tasks(tasks, unseal=True)
         finally:
             self._wake_all(tasks)
+            if self._reads is not None:
+                self._reads.shutdown(wait=False)
             if not self._forked:
                 if self._replica is not None:
                     self._store.release()  # others may adopt our tasks at once

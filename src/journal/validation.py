@@ -16,6 +16,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "MAX_SECONDS",
     "check_deadline",
+    "check_interval",
     "check_id",
     "check_limit",
     "check_status",
@@ -141,6 +142,19 @@ def check_timeout(task_id: str, timeout: object) -> Optional[float]:
     if timeout <= 0:
         return 0.0
     return float(timeout)
+
+
+def check_interval(task_id: str, name: str, value: object, low: float = 0.001, high: float = 3600.0) -> float:
+    """A polling interval: finite seconds from ``low`` to ``high``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (low <= value <= high)  # also refuses nan, inf and 10**400
+    ):
+        raise InvalidArgument(
+            f"task {task_id!r}: {name} must be seconds from {low:g} to {high:g}, got {_short(value)}"
+        )
+    return float(value)
 
 
 def check_status(value: object) -> Optional[TaskStatus]:

@@ -25,7 +25,7 @@ from journal.cli.errors import (
     one_line,
     seconds_option,
 )
-from journal.cli.output import Output, size, when
+from journal.cli.output import Output, printable, size, when
 from journal.cli.simulate import Settings, Simulation
 from journal.config import MAX_SECONDS, JournalConfig
 from journal.errors import JournalError
@@ -394,7 +394,7 @@ def check(store_url: str, repair: bool, as_json: bool) -> None:
         out.json({"ok": not problems, "problems": problems})
     elif problems:
         for problem in problems:
-            out.text(f"problem: {problem}")
+            out.text(f"problem: {printable(problem)}")
     else:
         out.text(f"ok: {store_url}")
     if problems:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -25,7 +26,7 @@ class Output:
 
     def table(self, title: Optional[str], columns: Sequence[str], rows: list[Sequence[Any]]) -> None:
         if self.terminal:
-            table = Table(title=title, title_justify="left")
+            table = Table(title=None if title is None else printable(title), title_justify="left")
             for name in columns:
                 table.add_column(name, overflow="fold")
             for row in rows:
@@ -34,7 +35,7 @@ class Output:
             return
         # Plain and pipe-friendly: tab-separated, one header line.
         if title:
-            print(f"# {title}")
+            print(f"# {printable(title)}")
         print("\t".join(columns))
         for row in rows:
             print("\t".join(_cell(value) for value in row))
@@ -66,6 +67,17 @@ def size(count: Optional[float]) -> str:
     return str(count)
 
 
+# C0 and C1 control characters, DEL included: a node's error text (or a
+# damaged row) could otherwise clear the operator's screen, retitle the
+# window or break a tab-separated line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as escapes (``\\x1b``)."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
 def _cell(value: Any, grouped: bool = False) -> str:
     # Thousands separators for people; plain digits for pipes.
     if value is None:
@@ -74,7 +86,7 @@ def _cell(value: Any, grouped: bool = False) -> str:
         return f"{value:,.2f}" if grouped else f"{value:.2f}"
     if isinstance(value, int) and not isinstance(value, bool) and grouped:
         return f"{value:,}"
-    return str(value)
+    return printable(str(value))
 
 
 def _jsonable(value: Any) -> Any:

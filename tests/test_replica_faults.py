@@ -1,0 +1,124 @@
+"""Two hub replicas on a Redis server that misbehaves: waits keep their
+timeouts and their event loop while the server does not answer, and a
+replica whose task was adopted while its buffers were spilled lets go."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from journal import JournalConfig, TaskJournal, TaskStatus
+from journal.errors import OwnedElsewhere, WaitTimeout
+from redis_server import RedisServer
+
+pytestmark = pytest.mark.redis
+
+QUIET = JournalConfig(checkpoint_interval=3600, sweep_interval=0)
+
+
+@pytest.fixture
+def server(tmp_path):
+    started = RedisServer(tmp_path)
+    started.start()
+    yield started
+    started.thaw() if started.process is not None else None
+    started.stop()
+
+
+def _url(server, replica, **options):
+    extra = "".join(f"&{name}={value}" for name, value in options.items())
+    return f"{server.url}?prefix=p-{server.prefix}&replica={replica}{extra}"
+
+
+@pytest.fixture
+def replicas(server, buffer_cls):
+    server.prefix = uuid.uuid4().hex[:8]
+    opened = []
+
+    def make(replica, config=QUIET, **options):
+        journal = TaskJournal(_url(server, replica, **options), config=config, buffer_class=buffer_cls)
+        opened.append(journal)
+        return journal
+
+    yield make
+    if server.process is not None:
+        server.thaw()
+    for journal in opened:
+        journal.close()
+
+
+def test_waits_keep_their_timeout_while_redis_does_not_answer(server, replicas):
+    holder, waiter = replicas("a"), replicas("b")
+    holder.register("t", "node")
+    holder.start("t")
+    server.freeze()
+    try:
+        started = time.monotonic()
+        with pytest.raises(WaitTimeout):
+            waiter.wait("t", timeout=0.5)
+        assert time.monotonic() - started < 2.0  # not the URL's 10 s timeout
+
+        async def waits():
+            stalls = [0.0]
+            stop = asyncio.Event()
+
+            async def ticker():
+                last = time.monotonic()
+                while not stop.is_set():
+                    await asyncio.sleep(0.01)
+                    now = time.monotonic()
+                    stalls[0] = max(stalls[0], now - last)
+                    last = now
+
+            tick = asyncio.ensure_future(ticker())
+            with pytest.raises(WaitTimeout):
+                await waiter.wait_async("t", 0.5)
+
+            async def follow():
+                async for _ in waiter.follow("t"):
+                    pass
+
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(follow(), 0.5)
+            stop.set()
+            await tick
+            return stalls[0]
+
+        started = time.monotonic()
+        longest_stall = asyncio.run(waits())
+        assert time.monotonic() - started < 4.0
+        assert longest_stall < 0.3  # the loop never waited on Redis
+    finally:
+        server.thaw()
+    holder.complete("t", 1)
+    assert waiter.wait("t", timeout=10).result == 1
+
+
+def test_a_replica_whose_spilled_task_was_adopted_lets_it_go(server, replicas):
+    budget = JournalConfig(checkpoint_interval=3600, sweep_interval=0, memory_budget=0)
+    old = replicas("a", budget, lease=1)
+    old.register("T", "node")
+    old.start("T")
+    old.stream("T").append(b"x" * 5000)
+    old.checkpoint()  # spilled: the budget is 0
+    assert old.stream("T").spilled
+    old._store._renew_lease = lambda: None  # it stops renewing, as a frozen process would
+    time.sleep(1.3)  # its lease runs out
+    new = replicas("b")  # adopts "a"'s in-flight task as it opens
+    assert [(r.task_id, r.owner, r.detached) for r in new.in_flight()] == [("T", "b", True)]
+    new.reattach("T", "node")
+    new.stream("T").append(b"y" * 10)
+    new.checkpoint()  # the stored stream moves past what "a" spilled
+    # "a" comes back: it reads the task as "b" wrote it, and lets it go.
+    assert old.get("T").streams["stdout"].total == 5010
+    with pytest.raises(OwnedElsewhere):
+        old.complete("T")
+    old.register("other", "node", deadline=0.5)
+    old._clock = lambda: time.time() + 10
+    assert old.sweep()["timed_out"] == 1  # its sweep goes on
+    assert old.get("other").status is TaskStatus.TIMED_OUT
+    new.complete("T", "done")
+    assert old.wait("T", timeout=5).result == "done"
