@@ -9,18 +9,21 @@ a silent regression.
 """
 
 import os
+import runpy
 import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
+# The compiled-or-pure rule, shared with journal.buffer and the tests.  Loaded
+# by path: the package is not importable before it is built.
+_selection = runpy.run_path(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "src", "journal", "_selection.py")
+)
+_flag = _selection["flag"]
 
-def _flag(name):
-    return os.environ.get(name, "") not in ("", "0")
-
-
-STRICT = _flag("CIBUILDWHEEL")
-PURE = (_flag("JOURNAL_NO_EXTENSIONS") or sys.implementation.name != "cpython") and not STRICT
+STRICT = _flag(os.environ.get("CIBUILDWHEEL"))
+PURE = _selection["no_extensions"]() and not STRICT
 
 
 class OptionalBuildExt(build_ext):
@@ -54,7 +57,7 @@ def extensions():
         return []
     from Cython.Build import cythonize
 
-    trace = _flag("JOURNAL_CYTHON_TRACE")
+    trace = _flag(os.environ.get("JOURNAL_CYTHON_TRACE"))
     ext = Extension(
         "journal._buffer",
         ["src/journal/_buffer.pyx"],
