@@ -2,46 +2,49 @@
 
 ``buffer_cls`` runs a test once per HeadTailBuffer implementation, the way
 propcache and multidict test their twins.  Tests take the class from the
-fixture and never import an implementation themselves.
+fixture and never import an implementation themselves; a test that needs
+the twin in a child process passes ``_selection.name_of(buffer_cls)`` and
+the child calls ``_selection.load(name)``.  Whether this run is a pure one
+is decided by ``journal._selection``, as for the package itself.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import uuid
 
 import pytest
 
-from journal import _buffer_py
+from journal import _selection
 from redis_server import RedisServer
 
-NO_EXTENSIONS = os.environ.get("JOURNAL_NO_EXTENSIONS", "") not in ("", "0")
+#: Why this run covers the pure twin only (the switch is set, or not
+#: CPython), or None: then the compiled buffer must be there.
+PURE_REASON = _selection.pure_reason()
+NO_EXTENSIONS = PURE_REASON is not None
 
 
-def _compiled_buffer_class():
-    if NO_EXTENSIONS:
-        pytest.skip("JOURNAL_NO_EXTENSIONS is set: this run covers the pure twin only")
+def _buffer_class(name):
+    if name == _selection.COMPILED and NO_EXTENSIONS:
+        pytest.skip(f"compiled buffer not tested: {PURE_REASON}")
     # No fallback here: when the extension is missing the test must fail.
-    return importlib.import_module("journal._buffer").HeadTailBuffer
+    return _selection.load(name)
 
 
 @pytest.fixture(
     scope="session",
-    params=[pytest.param("c", marks=pytest.mark.c_extension), "python"],
+    params=[pytest.param(_selection.COMPILED, marks=pytest.mark.c_extension), _selection.PURE],
 )
 def buffer_cls(request):
     """The HeadTailBuffer class of one implementation."""
-    if request.param == "c":
-        return _compiled_buffer_class()
-    return _buffer_py.HeadTailBuffer
+    return _buffer_class(request.param)
 
 
 @pytest.fixture(scope="session")
 def both_buffer_classes():
     """(compiled, pure): for tests that compare the twins directly."""
-    return _compiled_buffer_class(), _buffer_py.HeadTailBuffer
+    return _buffer_class(_selection.COMPILED), _buffer_class(_selection.PURE)
 
 
 class FakeClock:

@@ -2,6 +2,9 @@
 
     python crash_child.py URL RUN IMPL [BUDGET STREAM_BYTES]
 
+IMPL names the HeadTailBuffer twin (``"c"`` or ``"python"``, as
+``journal._selection.name_of`` gives it); the child loads exactly that one.
+
 With BUDGET (bytes, 0: none) the journal spills under a memory budget, and
 each task streams about STREAM_BYTES of output.  Each acknowledgement line ("R id", "S id", "C id total") is printed only after
 the journal call it acknowledges has returned.
@@ -12,7 +15,7 @@ from __future__ import annotations
 import random
 import sys
 
-from journal import JournalConfig, TaskJournal
+from journal import JournalConfig, TaskJournal, _selection
 
 
 def line(task_id: str, number: int) -> bytes:
@@ -23,15 +26,12 @@ def main() -> None:
     url, run, impl = sys.argv[1], sys.argv[2], sys.argv[3]
     budget = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     stream_bytes = int(sys.argv[5]) if len(sys.argv) > 5 else 0
-    if impl == "c":
-        from journal._buffer import HeadTailBuffer
-    else:
-        from journal._buffer_py import HeadTailBuffer
+    buffer_class = _selection.load(impl)  # no fallback: the twin the test asked for
     config = JournalConfig(
         head_bytes=300, tail_bytes=300, checkpoint_interval=0.02, sweep_interval=0,
         memory_budget=budget or None,
     )
-    journal = TaskJournal(url, config=config, buffer_class=HeadTailBuffer)
+    journal = TaskJournal(url, config=config, buffer_class=buffer_class)
     rng = random.Random(run)
     for n in range(10_000):
         task_id = f"{run}-{n}"

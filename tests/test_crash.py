@@ -19,7 +19,7 @@ import time
 import pytest
 
 from crash_child import line
-from journal import JournalConfig, TaskJournal, TaskStatus
+from journal import JournalConfig, TaskJournal, TaskStatus, _selection
 
 #: Kills per buffer implementation and campaign (48 in the suite); more for
 #: a longer campaign by hand.
@@ -70,9 +70,10 @@ CAMPAIGNS = {"plain": (0, 0), "budget": (256, 200_000)}
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is a POSIX signal")
 @pytest.mark.parametrize("campaign", sorted(CAMPAIGNS))
-@pytest.mark.parametrize("impl", [pytest.param("c", marks=pytest.mark.c_extension), "python"])
-def test_sigkill_loses_nothing_acknowledged(tmp_path, impl, campaign):
+def test_sigkill_loses_nothing_acknowledged(tmp_path, buffer_cls, campaign):
     url = f"sqlite:///{tmp_path / 'journal.db'}"
+    # The child gets the twin by name and loads it through journal._selection.
+    impl = _selection.name_of(buffer_cls)
     budget, stream_bytes = CAMPAIGNS[campaign]
     rng = random.Random(impl + campaign)
     checked = bytes_checked = 0
@@ -81,7 +82,8 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path, impl, campaign):
         acks = _run_and_kill(url, run, impl, delay=rng.uniform(0.0, 0.8),
                              budget=budget, stream_bytes=stream_bytes)
         assert any(ack[0] == "C" for ack in acks), "the child got nothing done before the kill"
-        with TaskJournal(url, config=JournalConfig(sweep_interval=0)) as journal:
+        with TaskJournal(url, config=JournalConfig(sweep_interval=0),
+                         buffer_class=buffer_cls) as journal:
             for ack in acks:
                 record = journal.get(ack[1])
                 if ack[0] == "S":
