@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Callable, ClassVar, Optional, Union, cast
 
 from journal import _buffer_shared as _shared
 from journal import _highlights as _hl
 from journal._scanner_py import Scanner
+from journal.errors import CorruptSnapshot
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer, Self
 
 __all__ = ["HeadTailBuffer"]
 
@@ -103,6 +107,7 @@ class HeadTailBuffer:
             # All of the spilled tail has now left the ring, before these bytes.
             self._scanner, self._spill_scanner = self._spill_scanner, None
         scanner = self._scanner
+        assert scanner is not None  # append() calls this only with highlight rules
         if not scanner.head_done:
             base = self._spill_head_len if self._spilled else 0
             scanner.finish_head(self._head[scanner.fed - base :])
@@ -179,7 +184,7 @@ class HeadTailBuffer:
         offset = _shared.read_offset(offset)
         return _shared.read_from(*self._parts(), offset)
 
-    def view(self) -> tuple[object, ...]:
+    def view(self) -> _shared.View:
         """``parts()`` and the highlights, read at one instant: ``(head, tail,
         total, sealed, highlights, highlights_first, highlights_skipped,
         dropped_lines)`` (the fields of ``journal.StreamView`` after its name)."""
@@ -250,7 +255,7 @@ class HeadTailBuffer:
             if (base.total, len(base.head), len(base.tail)) != (
                 self._spill_total, self._spill_head_len, self._spill_tail_len
             ):
-                raise _shared.CorruptSnapshot("this snapshot is not the one this buffer spilled")
+                raise CorruptSnapshot("this snapshot is not the one this buffer spilled")
             if self._total - self._spill_total > len(self._head) + len(self._tail):
                 merged_tail = bytes(self._tail)  # the new part overflowed the ring by itself
             else:
@@ -259,7 +264,8 @@ class HeadTailBuffer:
                 if evicted > 0:
                     merged_tail = merged_tail[evicted:]
                     if self._spill_scanner is not None:
-                        self._scanner.feed(base.tail[:evicted])  # type: ignore[union-attr]
+                        assert self._scanner is not None  # a spill scanner implies a scanner
+                        self._scanner.feed(base.tail[:evicted])
             self._head = bytearray(base.head) + self._head
             self._tail = bytearray(merged_tail)
             self._spilled = False
@@ -327,7 +333,7 @@ class HeadTailBuffer:
         return _shared.encode_snapshot(state)
 
     @classmethod
-    def restore(cls, snapshot: BytesLike) -> HeadTailBuffer:
+    def restore(cls, snapshot: BytesLike) -> Self:
         """Rebuild the buffer a ``snapshot()`` was taken of; raise CorruptSnapshot."""
         state = _shared.decode_snapshot(snapshot)
         buf = cls(state.head_capacity, state.tail_capacity)
@@ -339,7 +345,7 @@ class HeadTailBuffer:
             buf._scanner = Scanner(state.scanner.rules, state.scanner)
         return buf
 
-    def __reduce__(self) -> tuple[object, tuple[bytes]]:
+    def __reduce__(self) -> tuple[Callable[[bytes], Self], tuple[bytes]]:
         return (type(self).restore, (self.snapshot(),))
 
     def __eq__(self, other: object) -> bool:
@@ -347,7 +353,7 @@ class HeadTailBuffer:
             return NotImplemented
         return self.snapshot() == other.snapshot()
 
-    __hash__ = None  # type: ignore[assignment]  # mutable
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]  # mutable: unhashable
 
     def __sizeof__(self) -> int:
         held = sum(scanner.held() for scanner in (self._scanner, self._spill_scanner) if scanner)
@@ -369,7 +375,7 @@ def _dropped_lines(scanner: Scanner) -> int:
 def _byte_view(data: object) -> memoryview:
     """A flat byte view of a bytes-like object, or the error that explains why not."""
     try:
-        view = memoryview(data)  # type: ignore[arg-type]
+        view = memoryview(cast("Buffer", data))  # TypeError if it is not one
     except TypeError:
         _shared.reject_append(data)
     if not view.c_contiguous:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import operator
 import struct
 import zlib
-from typing import NamedTuple, NoReturn
+from typing import TYPE_CHECKING, NamedTuple, NoReturn, Optional, SupportsIndex, cast
 
 from journal._highlights import (
     HIGHLIGHT_MARKER,
@@ -26,6 +26,14 @@ from journal._highlights import (
 )
 from journal.errors import CorruptSnapshot, StreamSealed, StreamSpilled
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+#: What ``HeadTailBuffer.view()`` returns: ``(head, tail, total, sealed,
+#: highlights, highlights_first, highlights_skipped, dropped_lines)``, the
+#: fields of ``journal.StreamView`` after its name.
+View = tuple[bytes, bytes, int, bool, tuple[Highlight, ...], int, int, Optional[int]]
+
 #: What ``render()`` and ``text()`` put between head and tail when bytes were
 #: dropped.  ``{dropped}`` is replaced by the number of bytes left out.
 DEFAULT_MARKER = "\n[... {dropped} bytes omitted ...]\n"
@@ -38,7 +46,8 @@ MAX_CAPACITY = 1 << 40
 def capacity(value: object, name: str) -> int:
     """Validate one capacity argument and return it as an int."""
     try:
-        size = operator.index(value)  # type: ignore[arg-type]
+        # Anything without __index__ raises the TypeError explained below.
+        size = operator.index(cast(SupportsIndex, value))
     except TypeError:
         raise TypeError(
             f"HeadTailBuffer {name} capacity must be an int, "
@@ -61,7 +70,7 @@ def reject_append(data: object) -> NoReturn:
             "encode it first, e.g. append(text.encode('utf-8'))"
         ) from None
     try:
-        view = memoryview(data)  # type: ignore[arg-type]
+        view = memoryview(cast("Buffer", data))  # the TypeError below if it is not one
     except TypeError:
         raise TypeError(
             "HeadTailBuffer.append() takes a bytes-like object "
@@ -173,7 +182,7 @@ def _leading_continuations(data: bytes) -> int:
 
 
 def read_offset(value: object) -> int:
-    offset = operator.index(value)  # type: ignore[arg-type]
+    offset = operator.index(cast(SupportsIndex, value))  # TypeError if it is no int
     if offset < 0:
         raise ValueError(f"read_from() offset must be >= 0, got {offset}")
     return offset
@@ -238,7 +247,7 @@ def encode_snapshot(state: SnapshotState) -> bytes:
 def decode_snapshot(data: object) -> SnapshotState:
     """Parse and fully validate a snapshot; raise CorruptSnapshot if it is bad."""
     try:
-        raw = bytes(memoryview(data))  # type: ignore[arg-type]
+        raw = bytes(memoryview(cast("Buffer", data)))  # the TypeError below if it is not one
     except TypeError:
         raise TypeError(
             f"a snapshot is bytes, not {type(data).__name__}"
@@ -299,7 +308,8 @@ def decode_snapshot(data: object) -> SnapshotState:
 
 def snapshot_total(snapshot: bytes) -> int:
     """The stream total a snapshot records, read from its header alone."""
-    return _HEADER.unpack_from(snapshot)[6]
+    total: int = _HEADER.unpack_from(snapshot)[6]
+    return total
 
 
 def _check_invariants(

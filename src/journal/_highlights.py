@@ -13,7 +13,7 @@ section and rendering.
 from __future__ import annotations
 
 import struct
-from typing import Iterable, NamedTuple, Optional, Union
+from typing import Iterable, NamedTuple, Optional, Union, cast
 
 from journal.errors import CorruptSnapshot
 
@@ -60,6 +60,11 @@ class HighlightRules:
 
     __slots__ = ("patterns", "budget", "line_limit")
 
+    # Set once in __init__ (through object.__setattr__: the class is immutable).
+    patterns: tuple[bytes, ...]
+    budget: int
+    line_limit: int
+
     def __init__(
         self,
         patterns: Iterable[Union[str, bytes]] = DEFAULT_PATTERNS,
@@ -104,7 +109,8 @@ def _sequence(patterns: object) -> tuple[object, ...]:
     if isinstance(patterns, (str, bytes, bytearray)):
         raise TypeError("highlight patterns must be a list of patterns, not a single one")
     try:
-        return tuple(patterns)  # type: ignore[call-overload]
+        # A non-iterable raises the TypeError turned into the message below.
+        return tuple(cast(Iterable[object], patterns))
     except TypeError:
         raise TypeError(
             f"highlight patterns must be a list of str or bytes, not {type(patterns).__name__}"
