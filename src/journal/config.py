@@ -29,8 +29,18 @@ MAX_SECONDS = 10 * 365 * 86400
 MAX_SHARDS = 1 << 16
 
 
+class _DerivedRules:
+    """What ``JournalConfig.__post_init__`` derives from the highlight fields
+    (set with ``object.__setattr__``, the dataclass being frozen).  Declared
+    on a plain base class so that they are typed but are not dataclass fields:
+    they take no part in ``__init__``, ``__eq__``, ``repr`` or ``replace``."""
+
+    _default_rules: Optional[HighlightRules]
+    _stream_rules: Mapping[str, Optional[HighlightRules]]
+
+
 @dataclasses.dataclass(frozen=True)
-class JournalConfig:
+class JournalConfig(_DerivedRules):
     """Limits and timings of a TaskJournal; validated at construction.
 
     Sizes are bytes, durations are seconds (floats).  Build one from keywords,
@@ -115,8 +125,7 @@ class JournalConfig:
 
     def highlights_for(self, stream: str) -> Optional[HighlightRules]:
         """The highlight rules of a stream with this name, or None when off."""
-        rules: Optional[HighlightRules] = self._stream_rules.get(stream, self._default_rules)  # type: ignore[attr-defined]
-        return rules
+        return self._stream_rules.get(stream, self._default_rules)
 
     def _rules(self, field: str, patterns: tuple[str, ...]) -> Optional[HighlightRules]:
         if self.highlight_budget == 0 or not patterns:

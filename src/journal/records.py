@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["FollowChunk", "StreamView", "TaskRecord", "record_from_row"]
 
 #: What a task's result can be: anything JSON can carry, or raw bytes.
-Result = Union[None, bool, int, float, str, list, dict, bytes]
+Result = Union[None, bool, int, float, str, list[Any], dict[Any, Any], bytes]
 
 
 class StreamView(NamedTuple):

@@ -6,7 +6,7 @@ import json
 import re
 import sys
 import threading
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 from journal.config import MAX_SECONDS
 from journal.errors import InvalidArgument, StoreCorrupt
@@ -162,9 +162,10 @@ def check_status(value: object) -> Optional[TaskStatus]:
     if value is None or isinstance(value, TaskStatus):
         return value
     if isinstance(value, str):
-        status = TaskStatus._value2member_map_.get(value)
+        # The map holds TaskStatus members; typeshed types its values as Enum.
+        status = cast(Optional[TaskStatus], TaskStatus._value2member_map_.get(value))
         if status is not None:
-            return status  # type: ignore[return-value]
+            return status
     raise InvalidArgument(
         f"unknown task status {_short(value)}: give None, a TaskStatus or one of {_STATUS_VALUES}"
     )
