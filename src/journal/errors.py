@@ -10,6 +10,11 @@ This module imports nothing from the package: every layer may import it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional, cast
+
+if TYPE_CHECKING:  # for the annotations only: at run time this module imports nothing
+    from journal.records import TaskRecord
+
 __all__ = [
     "ConfigError",
     "CorruptSnapshot",
@@ -87,9 +92,16 @@ class TaskLost(JournalError):
     ``record`` holds the task's final state, including what its streams held.
     """
 
-    def __init__(self, message: str, record: object = None) -> None:
+    #: The task's final state (status ``LOST``), including what its streams held.
+    record: TaskRecord
+
+    def __init__(self, message: str, record: Optional[TaskRecord] = None) -> None:
         super().__init__(message)
-        self.record = record
+        # The journal always passes the record.  None only arrives while an
+        # unpickled TaskLost is rebuilt from its message (``Exception``
+        # pickles ``args`` only), and ``__dict__``, record included, is
+        # restored right after; so the attribute is typed as never None.
+        self.record = cast("TaskRecord", record)
 
 
 class ResultExpired(JournalError):
@@ -135,6 +147,9 @@ class OwnedElsewhere(JournalError):
     Carries ``owner``, the replica's id.  Its node should talk to that
     replica, or wait until its lease runs out.
     """
+
+    #: The id of the replica that owns the task.
+    owner: str
 
     def __init__(self, message: str, owner: str) -> None:
         super().__init__(message)
