@@ -148,7 +148,7 @@ def _middle(marker: object, dropped: int, scan: Scan | None, tail_length: int) -
     if scan is None:
         return format_marker(DEFAULT_MARKER if marker is None else marker, dropped).encode("utf-8")
     return render_highlights(
-        HIGHLIGHT_MARKER if marker is None else marker,  # type: ignore[arg-type]
+        HIGHLIGHT_MARKER if marker is None else marker,
         dropped, scan.lines, scan.kept, scan.skipped, scan.first_count, tail_length,
     )
 

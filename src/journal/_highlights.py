@@ -318,7 +318,7 @@ _END = "[... end of highlights; the last {tail} bytes follow ...]\n"
 
 
 def render_highlights(
-    marker: str, dropped: int, lines: int, kept: list[Highlight], skipped: int,
+    marker: object, dropped: int, lines: int, kept: list[Highlight], skipped: int,
     first_count: int, tail_length: int,
 ) -> bytes:
     """The marker, then each kept line, then a line that says the tail follows."""
@@ -334,7 +334,7 @@ def render_highlights(
     return b"".join(out)
 
 
-def _format(marker: str, **fields: int) -> str:
+def _format(marker: object, **fields: int) -> str:
     if not isinstance(marker, str):
         raise TypeError(f"marker must be a str template, not {type(marker).__name__}")
     try:

@@ -10,7 +10,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Optional, TypeVar
+from typing import Any, NoReturn, Optional, ParamSpec, TypeVar
 
 import click
 
@@ -34,7 +34,8 @@ from journal.records import TaskRecord
 from journal.validation import check_limit
 
 DEFAULT_STORE = "sqlite:///journal.db"
-_F = TypeVar("_F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 #: The longest pause between two polls of ``tail -f``.
 MAX_INTERVAL = 3600.0
 
@@ -46,14 +47,14 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 task_id_argument = click.argument("task_id", type=Text("TASK_ID"), callback=check_task_id)
 
 
-def _one_line_errors(command: _F) -> _F:
+def _one_line_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
     """Any error ends the command with one line on stderr and exit status 1,
     never a traceback: a journal error or an OS error (a permission, a
     missing file) says what was wrong; anything else is a bug, said so.
     ``TASKJOURNAL_TRACEBACK=1`` shows the traceback of the latter."""
 
     @functools.wraps(command)
-    def run(*args: Any, **kwargs: Any) -> Any:
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return command(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
@@ -75,10 +76,10 @@ def _one_line_errors(command: _F) -> _F:
             _fail(f"unexpected {type(exc).__name__}: {exc} - this is a bug in taskjournal, "
                   "please report it (TASKJOURNAL_TRACEBACK=1 shows where)")
 
-    return run  # type: ignore[return-value]
+    return run
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"taskjournal: {one_line(message)}", err=True)
     sys.exit(1)
 

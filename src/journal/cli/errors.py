@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import IO, Any, Optional
+from typing import IO, TYPE_CHECKING, Any, Optional
 
 import click
 
@@ -49,7 +49,15 @@ class UsageProblem(CommandError):
     exit_code = 2
 
 
-class Text(click.ParamType):
+if TYPE_CHECKING:
+    # Recent click types ParamType by the value it converts to; subscripting
+    # it at run time would break click 8.1, the floor this package declares.
+    _ParamType = click.ParamType[object]
+else:
+    _ParamType = click.ParamType
+
+
+class Text(_ParamType):
     """A str option or argument that must be valid UTF-8.
 
     Python hands argv (and the environment) bytes that are not UTF-8 over as
@@ -63,7 +71,9 @@ class Text(click.ParamType):
     def __init__(self, label: str) -> None:
         self.label = label
 
-    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+    def convert(
+        self, value: object, param: Optional[click.Parameter], ctx: Optional[click.Context]
+    ) -> object:
         if not isinstance(value, str):
             return value
         try:
@@ -97,7 +107,7 @@ def check_task_id(ctx: click.Context, param: click.Parameter, value: Optional[st
 
 
 def _option_name(param: click.Parameter) -> str:
-    names = getattr(param, "opts", None) or [param.name or "value"]
+    names: list[str] = getattr(param, "opts", None) or [param.name or "value"]
     return max(names, key=len)
 
 

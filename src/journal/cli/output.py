@@ -24,7 +24,7 @@ class Output:
     def json(self, value: Any) -> None:
         print(json.dumps(value, indent=2, default=_jsonable))
 
-    def table(self, title: Optional[str], columns: Sequence[str], rows: list[Sequence[Any]]) -> None:
+    def table(self, title: Optional[str], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if self.terminal:
             table = Table(title=None if title is None else printable(title), title_justify="left")
             for name in columns:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from journal.buffer import HeadTailBuffer
 from journal.config import MAX_SECONDS, JournalConfig
 from journal.errors import (
     DuplicateTask,
@@ -41,7 +42,9 @@ from journal.cli.workload import Plan, chunk_pool, plan_task
 try:
     import resource
 except ImportError:  # Windows
-    resource = None  # type: ignore[assignment]
+    _HAVE_RESOURCE = False
+else:
+    _HAVE_RESOURCE = True
 
 # One append in this many is timed, to keep the timer out of the throughput.
 _TIMED_EVERY = 16
@@ -216,7 +219,7 @@ class Node:
         self._sent.append(piece)
         self._sent_total += len(piece)
 
-    def _handle(self):  # type: ignore[no-untyped-def]
+    def _handle(self) -> HeadTailBuffer:
         generation, journal = self.sim.hub.current()
         if generation != self._generation:
             self._reattach(generation, journal)
@@ -276,7 +279,7 @@ class Node:
             except _HUB_DOWN_ERRORS as exc:
                 self._wait_for_new_hub(journal, exc)
 
-    def _wait_for_new_hub(self, failed: TaskJournal, error: Exception) -> None:
+    def _wait_for_new_hub(self, failed: Optional[TaskJournal], error: Exception) -> None:
         """A crash is under way: the old journal fails until a new one is up.
         An error with no restart behind it is a real one."""
         give_up = time.monotonic() + _HUB_DOWN_PATIENCE
@@ -426,7 +429,7 @@ def _percentile(sorted_values: list[int], fraction: float) -> int:
 
 
 def _peak_rss() -> Optional[int]:
-    if resource is None:
+    if not _HAVE_RESOURCE:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KB on Linux
