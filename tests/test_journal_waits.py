@@ -112,7 +112,7 @@ def test_wait_timeouts(journal):
     with pytest.raises(TimeoutError):
         asyncio.run(journal.wait_async("t", timeout=0.05))
     # A timed-out wait leaves no waiter behind.
-    assert journal._require("t").async_waiters == []
+    assert journal._table.find("t").async_waiters == []
 
 
 def test_finished_tasks_answer_at_once(journal):

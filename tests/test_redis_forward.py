@@ -150,7 +150,7 @@ def test_an_overlapping_checkpoint_never_overwrites_a_spill_snapshot(redis_url, 
         journal.start("t")
         out = journal.stream("t")
         out.append(b"a" * 100)
-        buf = journal._tasks.get("t").streams["stdout"]
+        buf = journal._table.tasks.get("t").streams["stdout"]
         old = buf.snapshot()
         out.append(b"b" * 50)
         journal.checkpoint()  # commits and spills at total 150

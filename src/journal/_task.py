@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any, Optional
 
 from journal.buffer import HeadTailBuffer
-from journal.errors import TaskLost
+from journal.errors import TaskLost, WaitTimeout
 from journal.lifecycle import TaskStatus
 from journal.store import TaskRow
 
-__all__ = ["AsyncWaiter", "Task", "describe", "final_record", "wake"]
+__all__ = ["AsyncWaiter", "Deadline", "Task", "describe", "final_record", "timeout_error", "wake"]
 
 AsyncWaiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 
@@ -64,6 +65,23 @@ class Task:
         return sum(buf.total for buf in list(self.streams.values()))
 
 
+class Deadline:
+    """What is left of a wait's timeout (None: no timeout), on the monotonic clock."""
+
+    __slots__ = ("ends",)
+
+    def __init__(self, seconds: Optional[float]) -> None:
+        self.ends = None if seconds is None else time.monotonic() + seconds
+
+    def left(self) -> Optional[float]:
+        return None if self.ends is None else max(0.0, self.ends - time.monotonic())
+
+    def poll_step(self, poll: float) -> float:
+        """How long to sleep before looking again: ``poll``, or what is left."""
+        left = self.left()
+        return poll if left is None else min(left, poll)
+
+
 def final_record(record: Any) -> Any:
     """What a finished wait returns: the record, or TaskLost if it was lost."""
     if record.status is TaskStatus.LOST:
@@ -72,6 +90,13 @@ def final_record(record: Any) -> Any:
             record,
         )
     return record
+
+
+def timeout_error(task: Task, seconds: Optional[float]) -> WaitTimeout:
+    return WaitTimeout(
+        f"task {task.task_id!r} on node {task.node_id!r} is still {task.status.name} "
+        f"after {seconds or 0:g} s; wait again, or cancel it"
+    )
 
 
 def wake(task: Task, waiters: list[AsyncWaiter]) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from journal.errors import InvalidArgument
-from journal.store.base import Store, StoredTask, TaskRow
+from journal.store.base import SharedStore, Store, StoredTask, TaskRow
 from journal.store.memory import MemoryStore
 
-__all__ = ["Store", "StoredTask", "TaskRow", "open_store"]
+__all__ = ["SharedStore", "Store", "StoredTask", "TaskRow", "open_store"]
 
 SCHEMES = ("memory://", "sqlite:///path/journal.db", "redis://host:6379/0")
 

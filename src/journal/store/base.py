@@ -10,12 +10,12 @@ durable (for a durable store) when the call returns.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from typing import NamedTuple, Optional, Protocol, Union
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple, Optional, Protocol, Union, runtime_checkable
 
 from journal.lifecycle import TaskStatus
 
-__all__ = ["Snapshotable", "Store", "StoredTask", "TaskRow", "row_problem"]
+__all__ = ["SharedStore", "Snapshotable", "Store", "StoredTask", "TaskRow", "row_problem"]
 
 
 class TaskRow(NamedTuple):
@@ -133,3 +133,46 @@ class Store(Protocol):
         anything a reader could still use."""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SharedStore(Store, Protocol):
+    """A store several hub replicas share (Redis).  A store declares it by
+    subclassing; the journal then keeps its ownership policy: one owner per
+    task, leases, adoption of a dead replica's tasks, cross-replica waits.
+
+    Reading never claims a task: ``load_in_flight`` and ``get`` only read,
+    and only ``claim`` and ``adopt_orphans`` take ownership.
+    """
+
+    #: This replica's id: the owner written into the tasks it holds.
+    replica: str
+    #: Seconds between store reads of a cross-replica waiter, in case an
+    #: "ended" message was lost.
+    poll_interval: float
+    #: Failures of the store's own background threads (its lease), and the
+    #: last one's message.
+    background_errors: int
+    last_background_error: Optional[str]
+
+    def claim(self, task_id: str) -> StoredTask:
+        """Take ownership of an in-flight task (for ``reattach``); raise
+        OwnedElsewhere if a live replica has it attached."""
+
+    def owners(self, task_ids: Iterable[str]) -> dict[str, Optional[str]]:
+        """The owner replica of each task still in the store."""
+
+    def adopt_orphans(self, holding: Iterable[str] = ()) -> list[StoredTask]:
+        """Claim, detached, every in-flight task whose owner is gone or is
+        this replica, except those in ``holding``; return them."""
+
+    def in_flight_owned_elsewhere(self) -> list[StoredTask]:
+        """In-flight tasks other replicas own, as they last wrote them."""
+
+    def release(self) -> None:
+        """Give up this replica's lease now (a clean shutdown)."""
+
+    def on_ended(self, callback: Callable[[Optional[str]], None]) -> None:
+        """Call ``callback(task_id)`` from a background thread whenever any
+        replica ends a task, and ``callback(None)`` when messages may have
+        been missed."""

@@ -103,7 +103,7 @@ from journal.errors import (
     StoreUnavailable,
 )
 from journal.store._batching import Batcher, Job
-from journal.store.base import Snapshotable, StoredTask, TaskRow
+from journal.store.base import SharedStore, Snapshotable, StoredTask, TaskRow
 
 try:
     import redis
@@ -341,7 +341,7 @@ class _Refusal(StoreError):
     error by the caller."""
 
 
-class RedisStore:
+class RedisStore(SharedStore):
     """The Store protocol on a Redis server, shared by hub replicas."""
 
     durable = True
@@ -540,13 +540,9 @@ class RedisStore:
     # -- reading -----------------------------------------------------------
 
     def load_in_flight(self) -> list[StoredTask]:
-        """Claim and return the in-flight tasks nobody live holds: this
-        replica's own (after a restart with the same ``replica`` id) and
-        those of replicas whose lease ran out.  A read-only open
-        (inspection) claims nothing and sees them all."""
-        if self.readonly:
-            return self._in_flight()
-        return self.adopt_orphans()
+        """Every in-flight task, whoever owns it.  Reading claims nothing: a
+        hub replica that opens takes its tasks with ``adopt_orphans``."""
+        return self._in_flight()
 
     def _in_flight_ids(self) -> list[str]:
         return [raw.decode() for raw in self._call(self._client.zrange, self._index[1], 0, -1)]
