@@ -63,7 +63,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Iterable, Mapping
-from typing import Any, Optional
+from typing import Any, Optional, Union
 from urllib.parse import parse_qsl, urlsplit
 
 from journal._buffer_shared import decode_snapshot, snapshot_total
@@ -267,7 +267,7 @@ class SQLiteStore:
         conn = self._raw_connection(readonly=True)
         try:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            version: int = conn.execute("PRAGMA user_version").fetchone()[0]
             objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             columns = {
                 table: [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
@@ -898,7 +898,7 @@ def _text_or_bytes(data: bytes) -> Any:
         return data
 
 
-def _translate(exc: BaseException, path: str) -> StoreError:
+def _translate(exc: BaseException, path: str) -> Union[StoreError, InvalidArgument]:
     """The error in the journal's hierarchy for what SQLite (or the binding
     of a value) raised."""
     if isinstance(exc, StoreError):
