@@ -90,7 +90,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar, cast
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from journal.errors import (
@@ -111,7 +111,7 @@ try:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 except ImportError:  # pragma: no cover - exercised by the missing-extra test
-    redis = None
+    redis = None  # type: ignore[assignment]  # the optional extra is missing; __init__ says so
 
 __all__ = ["REDIS_PY_OPTIONS", "RedisStore"]
 
@@ -365,6 +365,8 @@ class RedisStore(SharedStore):
         self.poll_interval: float = options["poll"]
         self._ttl_ms = max(1, int(result_ttl * 1000))
         try:
+            # No decode_responses: every answer is bytes (redis-py types them
+            # bytes | str, whence the casts of what this store reads).
             self._client = redis.Redis.from_url(options["server_url"], **_client_options(options))
         except (TypeError, ValueError) as exc:
             raise InvalidArgument(f"{_redact(url)}: redis-py refused an option: {exc}") from None
@@ -545,7 +547,8 @@ class RedisStore(SharedStore):
         return self._in_flight()
 
     def _in_flight_ids(self) -> list[str]:
-        return [raw.decode() for raw in self._call(self._client.zrange, self._index[1], 0, -1)]
+        ids = cast(list[bytes], self._call(self._client.zrange, self._index[1], 0, -1))
+        return [raw.decode() for raw in ids]
 
     def _in_flight(self, ids: Optional[list[str]] = None) -> list[StoredTask]:
         found = self._get_many(self._in_flight_ids() if ids is None else ids)
@@ -641,13 +644,13 @@ class RedisStore(SharedStore):
         return found
 
     def get_stream(self, task_id: str, name: str) -> Optional[bytes]:
-        return self._call(self._client.hget, self._task_keys(task_id)[1], name)
+        return cast(Optional[bytes], self._call(self._client.hget, self._task_keys(task_id)[1], name))
 
     def tombstoned(self, task_id: str) -> bool:
         return self._call(self._client.zscore, self._index[5], task_id) is not None
 
     def count_by_status(self) -> dict[str, int]:
-        counts = self._call(self._client.hgetall, self._index[4])
+        counts = cast(dict[bytes, bytes], self._call(self._client.hgetall, self._index[4]))
         return {status.decode(): int(n) for status, n in counts.items() if int(n) > 0}
 
     def list_tasks(
@@ -664,7 +667,8 @@ class RedisStore(SharedStore):
     def _rows_newest_first(self, page: int = 256) -> Iterator[TaskRow]:
         start = 0
         while True:
-            ids = self._call(self._client.zrevrange, self._index[0], start, start + page - 1)
+            ids = cast(list[bytes], self._call(
+                self._client.zrevrange, self._index[0], start, start + page - 1))
             if not ids:
                 return
             for item in self._get_many([raw.decode() for raw in ids]):
@@ -749,8 +753,8 @@ class RedisStore(SharedStore):
         self._check_writable()
         expired: list[str] = []
         while True:
-            ids = self._call(self._client.zrangebyscore, self._index[2], "-inf", cutoff,
-                             start=0, num=500)
+            ids = cast(list[bytes], self._call(
+                self._client.zrangebyscore, self._index[2], "-inf", cutoff, start=0, num=500))
             if not ids:
                 return expired
             for raw in ids:
@@ -764,7 +768,7 @@ class RedisStore(SharedStore):
         return int(self._call(self._client.zremrangebyscore, self._index[5], "-inf", now))
 
     def check(self) -> list[str]:
-        statuses = self._call(self._client.hvals, self._index[3])
+        statuses = cast(list[bytes], self._call(self._client.hvals, self._index[3]))
         tally: dict[str, int] = {}
         for raw in statuses:
             tally[raw.decode()] = tally.get(raw.decode(), 0) + 1
@@ -775,7 +779,7 @@ class RedisStore(SharedStore):
 
     def repair(self) -> None:
         self._check_writable()
-        statuses = self._call(self._client.hvals, self._index[3])
+        statuses = cast(list[bytes], self._call(self._client.hvals, self._index[3]))
         tally: dict[str, int] = {}
         for raw in statuses:
             tally[raw.decode()] = tally.get(raw.decode(), 0) + 1
@@ -784,7 +788,8 @@ class RedisStore(SharedStore):
             pipe = self._client.pipeline(transaction=True)
             pipe.delete(self._index[4])
             if tally:
-                pipe.hset(self._index[4], mapping=tally)
+                # dict is invariant: redis-py's Mapping of its own key and value unions.
+                pipe.hset(self._index[4], mapping=cast("Mapping[Any, Any]", tally))
             pipe.execute()
 
         self._call(rewrite)
@@ -936,7 +941,8 @@ class RedisStore(SharedStore):
         while not self._closed.is_set():
             pubsub = None
             try:
-                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                # redis-py leaves pubsub() unannotated.
+                pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                 pubsub.subscribe(self._channel)
                 callback(None)  # anything that ended while unsubscribed
                 self._background_ok("the ended-task subscription")
@@ -1025,7 +1031,8 @@ class _Scripts(Batcher):
         job = self._submit(calls)
         if job.error is not None:
             raise job.error
-        return job.result
+        answers: list[Any] = job.result  # Lua replies: whatever each script returns
+        return answers
 
     def _run(self, batch: list[Job]) -> None:
         try:
