@@ -217,10 +217,7 @@ class SharedOwnership(LocalOwnership):
         tasks = []
         for item in self._store.in_flight_owned_elsewhere():
             if item.row.task_id not in held:
-                task = self._table.revive(item)
-                for buf in task.streams.values():
-                    buf.seal()
-                tasks.append(task)
+                tasks.append(self._table.revive(item))
         return tasks
 
     # -- reads for waits, bounded by the wait's own timeout -----------------------

@@ -154,10 +154,13 @@ class TaskTable:
         stored = self.store.get(task_id)
         if stored is not None:
             # Not held here (finished and let go, or held by another
-            # replica): a snapshot of it as the store has it.
+            # replica): a snapshot of it as the store has it.  Nobody gets
+            # a handle on it (stream() refuses a task not held here), so only
+            # a finished one is sealed, as its record says.
             task = self.revive(stored)
-            for buf in task.streams.values():
-                buf.seal()
+            if task.status.terminal:
+                for buf in task.streams.values():
+                    buf.seal()
             return task
         if self.store.tombstoned(task_id):
             raise ResultExpired(

@@ -304,6 +304,10 @@ class TaskJournal:
         table = self._table
         task = table.find(task_id)
         self._ownership.refuse_elsewhere(task)
+        if not task.status.terminal and not table.holds(task):
+            raise InvalidTransition(
+                f"task {task_id!r} is no longer held by this journal; re-attach it first"
+            )
         buf = task.streams.get(name)
         if buf is not None:
             return buf
