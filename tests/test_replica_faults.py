@@ -122,3 +122,25 @@ def test_a_replica_whose_spilled_task_was_adopted_lets_it_go(server, replicas):
     assert old.get("other").status is TaskStatus.TIMED_OUT
     new.complete("T", "done")
     assert old.wait("T", timeout=5).result == "done"
+
+
+def test_a_sweep_never_adopts_this_replicas_own_live_task(server, replicas):
+    """A task registered after the sweep listed what it holds is this
+    replica's own and live: adopting it would bring back a stale RUNNING
+    copy once it ended and was let go (seen under load in the soak)."""
+    journal = replicas("a", JournalConfig(checkpoint_interval=3600, sweep_interval=0,
+                                          memory_budget=0))
+    journal.register("t", "node")
+    journal.start("t")
+    shard = journal._table.shard("t")
+    with shard.lock:
+        real = shard.entries.pop("t")  # as if registered after the sweep looked
+    try:
+        assert journal.sweep().get("adopted") == 0
+    finally:
+        with shard.lock:
+            shard.entries["t"] = real
+    journal.complete("t", 1)  # with the budget it is let go at once
+    assert journal._table.held("t") is None
+    assert journal.wait("t", timeout=5).result == 1
+    assert not journal.get("t").detached

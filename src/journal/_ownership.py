@@ -207,7 +207,12 @@ class SharedOwnership(LocalOwnership):
                 if owners.get(task.task_id) != self.replica:
                     with table.shard(task.task_id).lock:
                         table.drop_locked(task)
-        adopted = [table.revive(item) for item in self._store.adopt_orphans(t.task_id for t in held)]
+        # Never this replica's own tasks: one registered after ``held`` was
+        # listed is ours and live, and "adopting" it would bring back a stale
+        # copy once it has ended and been let go.  Our own tasks are taken
+        # back only as the journal opens.
+        orphans = self._store.adopt_orphans((t.task_id for t in held), own=False)
+        adopted = [table.revive(item) for item in orphans]
         for task in adopted:
             task.owner = self.replica
         table.hold(adopted, table.clock() + table.config.reattach_grace)

@@ -162,9 +162,10 @@ class SharedStore(Store, Protocol):
     def owners(self, task_ids: Iterable[str]) -> dict[str, Optional[str]]:
         """The owner replica of each task still in the store."""
 
-    def adopt_orphans(self, holding: Iterable[str] = ()) -> list[StoredTask]:
-        """Claim, detached, every in-flight task whose owner is gone or is
-        this replica, except those in ``holding``; return them."""
+    def adopt_orphans(self, holding: Iterable[str] = (), *, own: bool = True) -> list[StoredTask]:
+        """Claim, detached, every in-flight task whose owner is gone, and
+        with ``own`` this replica's own (a restart with the same id), except
+        those in ``holding``; return them."""
 
     def in_flight_owned_elsewhere(self) -> list[StoredTask]:
         """In-flight tasks other replicas own, as they last wrote them."""

@@ -554,9 +554,10 @@ class RedisStore(SharedStore):
         found = self._get_many(self._in_flight_ids() if ids is None else ids)
         return [item for item in found if item is not None]
 
-    def adopt_orphans(self, holding: Iterable[str] = ()) -> list[StoredTask]:
-        """Claim, detached, every in-flight task whose owner is gone or is
-        this replica, except those in ``holding`` (already held here)."""
+    def adopt_orphans(self, holding: Iterable[str] = (), *, own: bool = True) -> list[StoredTask]:
+        """Claim, detached, every in-flight task whose owner is gone, and
+        with ``own`` those whose owner is this replica, except those in
+        ``holding`` (already held here)."""
         if self.readonly:
             return []
         held = set(holding)
@@ -569,6 +570,8 @@ class RedisStore(SharedStore):
         for task_id in ids:
             owner = owners.get(task_id)
             if owner is not None and owner != self.replica and owner in live:
+                continue
+            if owner == self.replica and not own:
                 continue
             if self._call(self._scripts.run, self._claim, self._task_keys(task_id)[:1],
                           [self.replica, self._replica_prefix, "1"]) == b"ok":
