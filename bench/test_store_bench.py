@@ -80,7 +80,7 @@ def big_store(tmp_path_factory):
                      None, None if in_flight else '{"exit_code":0}', None, 1.0, 2.0,
                      None if in_flight else 2.0, None))
         if in_flight:
-            streams.append((f"task-{n}", "stdout", snapshot))
+            streams.append((f"task-{n}", "stdout", snapshot, snapshot_buf.total))
     conn = sqlite3.connect(f"{directory}/journal.db")
     with conn:
         conn.executemany(sqlite_store._INSERT_TASK, rows)
