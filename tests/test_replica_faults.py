@@ -144,3 +144,25 @@ def test_a_sweep_never_adopts_this_replicas_own_live_task(server, replicas):
     assert journal._table.held("t") is None
     assert journal.wait("t", timeout=5).result == 1
     assert not journal.get("t").detached
+
+
+def test_an_inspector_reading_a_shared_store_takes_nothing_over(server, replicas):
+    """Reading never adopts: a writable inspector lists a dead replica's
+    in-flight task and leaves it for the hub replicas."""
+    from journal import JournalInspector
+
+    dead = replicas("a", lease=1)
+    dead.register("t", "node")
+    dead.start("t")
+    dead.abandon()  # its lease is left to run out
+    time.sleep(1.3)
+    inspector = JournalInspector(_url(server, "inspector"), writable=True)
+    try:
+        assert [r.task_id for r in inspector.in_flight()] == ["t"]
+    finally:
+        inspector.close()
+    client = server.client()
+    assert client.hget(f"p-{server.prefix}:task:{{t}}", "owner") == b"a"  # still the dead one's
+    client.close()
+    heir = replicas("b")  # a hub replica opening adopts it
+    assert [(r.task_id, r.owner, r.detached) for r in heir.in_flight()] == [("t", "b", True)]
