@@ -300,7 +300,7 @@ class SharedOwnership(LocalOwnership):
             while True:
                 task = self.find_within(task_id, deadline, seconds)
                 if task.status.terminal:
-                    return final_record(record(task))  # type: ignore[no-any-return]
+                    return final_record(record(task))
                 if not self.held_elsewhere(task):
                     return local(task_id, deadline.left())  # it came to this replica
                 if deadline.left() == 0.0:
@@ -326,7 +326,7 @@ class SharedOwnership(LocalOwnership):
             while True:
                 task = await self.find_async(task_id, deadline, seconds)
                 if task.status.terminal:
-                    return final_record(record(task))  # type: ignore[no-any-return]
+                    return final_record(record(task))
                 if not self.held_elsewhere(task):
                     return await local(task_id, deadline.left())
                 if deadline.left() == 0.0:

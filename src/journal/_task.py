@@ -10,6 +10,7 @@ from typing import Any, Optional
 from journal.buffer import HeadTailBuffer
 from journal.errors import TaskLost, WaitTimeout
 from journal.lifecycle import TaskStatus
+from journal.records import TaskRecord
 from journal.store import TaskRow
 
 __all__ = ["AsyncWaiter", "Deadline", "Task", "describe", "final_record", "timeout_error", "wake"]
@@ -82,7 +83,7 @@ class Deadline:
         return poll if left is None else min(left, poll)
 
 
-def final_record(record: Any) -> Any:
+def final_record(record: TaskRecord) -> TaskRecord:
     """What a finished wait returns: the record, or TaskLost if it was lost."""
     if record.status is TaskStatus.LOST:
         raise TaskLost(

@@ -45,7 +45,7 @@ class Waits:
         while True:
             task = self._ownership.find_within(task_id, deadline, seconds)
             if task.status.terminal:
-                return final_record(self._residency.record(task))  # type: ignore[no-any-return]
+                return final_record(self._residency.record(task))
             if self._ownership.held_elsewhere(task):
                 return self._ownership.wait_remote(
                     task_id, seconds, deadline, self._residency.record, self.wait
@@ -80,7 +80,7 @@ class Waits:
         while True:
             task = await self._ownership.find_async(task_id, deadline, seconds)
             if task.status.terminal:
-                return final_record(self._residency.record(task))  # type: ignore[no-any-return]
+                return final_record(self._residency.record(task))
             if self._ownership.held_elsewhere(task):
                 return await self._ownership.wait_remote_async(
                     task_id, seconds, deadline, self._residency.record, self.wait_async
