@@ -91,6 +91,17 @@ def redis_server(tmp_path_factory):
 
 
 @pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of the test's own, which it may freeze, fill or kill."""
+    started = RedisServer(tmp_path)
+    started.start()
+    yield started
+    if started.process is not None:
+        started.thaw()  # a test that froze it and failed before thawing
+    started.stop()
+
+
+@pytest.fixture
 def redis_url(redis_server):
     """A Redis store URL with a namespace of its own: tests never see each
     other's keys.  The replica id is fixed, as for a hub that restarts."""

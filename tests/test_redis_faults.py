@@ -17,17 +17,13 @@ import pytest
 from journal import JournalConfig, StoreError, StoreUnavailable, TaskJournal, TaskStatus
 from journal.store.base import TaskRow
 from journal.store.redis import RedisStore
-from redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def server(tmp_path):
-    started = RedisServer(tmp_path)
-    started.start()
-    yield started
-    started.stop()
+def server(private_redis):
+    return private_redis
 
 
 @pytest.fixture

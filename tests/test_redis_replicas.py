@@ -19,19 +19,13 @@ from journal import (
 )
 from journal.store.base import TaskRow
 from journal.store.redis import RedisStore
-from redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def server(tmp_path):
-    started = RedisServer(tmp_path)
-    started.start()
-    yield started
-    if started.process is not None:
-        started.thaw()
-    started.stop()
+def server(private_redis):
+    return private_redis
 
 
 def _journal(url, buffer_cls, **config):

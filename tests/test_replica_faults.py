@@ -12,7 +12,6 @@ import pytest
 
 from journal import JournalConfig, TaskJournal, TaskStatus
 from journal.errors import OwnedElsewhere, WaitTimeout
-from redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -20,12 +19,8 @@ QUIET = JournalConfig(checkpoint_interval=3600, sweep_interval=0)
 
 
 @pytest.fixture
-def server(tmp_path):
-    started = RedisServer(tmp_path)
-    started.start()
-    yield started
-    started.thaw() if started.process is not None else None
-    started.stop()
+def server(private_redis):
+    return private_redis
 
 
 def _url(server, replica, **options):
