@@ -54,7 +54,7 @@ def test_waits_keep_their_timeout_while_redis_does_not_answer(server, replicas):
         started = time.monotonic()
         with pytest.raises(WaitTimeout):
             waiter.wait("t", timeout=0.5)
-        assert time.monotonic() - started < 2.0  # not the URL's 10 s timeout
+        assert time.monotonic() - started < 3.0  # not the URL's 10 s timeout
 
         async def waits():
             stalls = [0.0]
@@ -84,8 +84,10 @@ def test_waits_keep_their_timeout_while_redis_does_not_answer(server, replicas):
 
         started = time.monotonic()
         longest_stall = asyncio.run(waits())
-        assert time.monotonic() - started < 4.0
-        assert longest_stall < 0.3  # the loop never waited on Redis
+        assert time.monotonic() - started < 6.0
+        # The loop never waited on Redis (its reads would stall it 10 s); the
+        # bound leaves room for a loaded CI machine.
+        assert longest_stall < 1.0
     finally:
         server.thaw()
     holder.complete("t", 1)
