@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from conftest import _store_url
 from journal import JournalConfig, TaskJournal, TaskStatus
 from journal.errors import InvalidTransition, JournalClosed, WaitTimeout
 
@@ -32,11 +33,9 @@ SOAKS = [("memory", None), ("sqlite", None), ("sqlite", 64 * 1024),
 
 
 def _url(kind, tmp_path, request):
-    if kind == "memory":
-        return "memory://"
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'soak.db'}?synchronous=normal"
-    return request.getfixturevalue("redis_url")
+    url = _store_url(kind, tmp_path, request)
+    # Commits without an fsync each: the soak is about interleavings, not disks.
+    return f"{url}?synchronous=normal" if kind == "sqlite" else url
 
 
 @pytest.mark.timeout(SECONDS * 4 + 240)
