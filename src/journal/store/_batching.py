@@ -4,6 +4,8 @@ The first caller to arrive does the work for everyone: it takes what is
 queued, hands it to the store in one go (one SQLite commit, one Redis
 pipeline), then does the same for whatever queued up meanwhile, and wakes
 each caller once its part is done.  A lone caller pays no thread hand-off.
+Whatever queues while a batch is in the store (an fsync, a round trip) is
+the next batch: batches grow with the wait.
 
 Nothing here takes a lock that another thread could be left waiting on
 while its holder is switched out: under the GIL such locks turn many writing
@@ -15,12 +17,23 @@ No caller depends on one leader either: a waiting caller looks up every
 itself.  A leader interrupted by KeyboardInterrupt (or any error) fails its
 own batch and leaves; whoever waits behind it carries on, so every queued
 job completes or fails promptly, without waiting for some unrelated call.
+
+Coroutines queue to the same batches (``_submit_async``) but never lead: an
+event loop must not wait for a commit.  A committer thread of the batcher's
+own leads when no thread does.  Once a batch is done, and after the
+leadership is given up (so that a finishing step may take locks, or write
+again, without holding up the next batch), each async job's ``finish`` runs
+on the thread that led, and the futures of each event loop are settled by
+one ``call_soon_threadsafe``: one wake-up per batch per loop, whatever the
+number of coroutines in it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any, Optional
 
 #: How long a waiting caller trusts the leader before it looks whether
@@ -42,6 +55,35 @@ class Job:
         self.error: Optional[BaseException] = None
 
 
+class AsyncJob(Job):
+    """A coroutine's part of a batch: no lock to wait on, a future instead.
+
+    ``finish(job)`` runs on the thread that led the batch, once the outcome
+    is set, whether or not anyone still awaits the future: what it returns
+    (or raises) settles the future.  A cancelled await therefore neither
+    stops nor repeats the job."""
+
+    __slots__ = ("loop", "future", "finish")
+
+    def __init__(
+        self,
+        payload: Any,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+        finish: Callable[[Job], Any],
+    ) -> None:
+        # No Job.__init__: the done lock is what an async job does without.
+        self.payload = payload
+        self.result = None
+        self.error = None
+        self.loop = loop
+        self.future = future
+        self.finish = finish
+
+
+_Outcome = tuple["asyncio.Future[Any]", Any, Optional[BaseException]]
+
+
 class Batcher:
     """Subclasses say how a batch is done (``_run``) and what a caller whose
     batch was interrupted is told (``_interrupted``)."""
@@ -52,6 +94,11 @@ class Batcher:
     def __init__(self) -> None:
         self._leader = threading.Lock()  # held by the caller doing the work
         self._queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        #: The committer thread (made by the first async job) and its bell.
+        self._committer: Optional[threading.Thread] = None
+        self._bell = threading.Event()
+        self._starting = threading.Lock()
+        self._stopping = False
 
     def _submit(self, payload: Any) -> Job:
         """Queue ``payload``, lead while nobody else does, and return its
@@ -66,12 +113,55 @@ class Batcher:
                 self._lead_if_free()
         return job
 
+    def _submit_async(self, job: AsyncJob) -> None:
+        """Queue an async job and ring the committer; never waits."""
+        if self._committer is None:
+            self._start_committer()
+        self._queue.put(job)
+        # Cheap while the committer is busy (the bell is already rung): a
+        # burst of coroutines costs one thread wake-up, not one each.
+        self._bell.set()
+        self._queued_async(job)
+
+    def _start_committer(self) -> None:
+        with self._starting:  # one committer, even if two loops start at once
+            if self._committer is None and not self._stopping:
+                thread = threading.Thread(target=self._commit_loop, name="journal-committer",
+                                          daemon=True)
+                thread.start()
+                self._committer = thread
+
+    def _commit_loop(self) -> None:
+        bell = self._bell
+        while not self._stopping:
+            # Queued jobs that another leader holds: look again shortly, in
+            # case that leader is interrupted; an empty queue waits for the bell.
+            bell.wait(None if self._queue.empty() else TAKEOVER)
+            bell.clear()
+            if self._stopping:
+                return
+            try:
+                self._lead_if_free()
+            except BaseException:  # noqa: BLE001 - its callers were told; go on
+                pass
+
+    def _stop_committer(self) -> None:
+        """Let the committer thread end (its store is closing)."""
+        self._stopping = True
+        self._bell.set()
+        committer = self._committer
+        if committer is not None and committer is not threading.current_thread():
+            committer.join(timeout=5.0)
+
     def _lead_if_free(self) -> None:
         while self._leader.acquire(blocking=False):
+            finished: list[AsyncJob] = []
             try:
-                self._lead()
+                self._lead(finished)
             finally:
                 self._leader.release()
+                if finished:
+                    self._deliver(finished)
             # A job queued after our last look, whose owner found us still
             # leading, would wait for its next look: look again now.
             if self._queue.empty():
@@ -80,23 +170,51 @@ class Batcher:
     def _queued(self, job: Job) -> None:
         """Called after queueing, before waiting (for a store being closed)."""
 
-    def _lead(self) -> None:
-        while True:
-            batch = self._take(self.limit)
-            if not batch:
-                return
+    def _queued_async(self, job: AsyncJob) -> None:
+        """Called after queueing an async job (for a store being closed)."""
+
+    def _lead(self, finished: list[AsyncJob]) -> None:
+        """Run one batch; its async jobs go to ``finished``, for delivery
+        once the leadership is given up."""
+        batch = self._take(self.limit)
+        if not batch:
+            return
+        try:
+            self._run(batch)
+        except BaseException as exc:
+            # Interrupted (KeyboardInterrupt, a signal): fail this batch
+            # rather than leave its callers waiting forever.
+            for job in batch:
+                if job.error is None:
+                    job.error = self._interrupted(exc)
+            raise
+        finally:
+            self._release(batch, finished)
+
+    @staticmethod
+    def _release(batch: list[Job], finished: list[AsyncJob]) -> None:
+        for job in batch:
+            if type(job) is Job:
+                job.done.release()
+            else:
+                finished.append(job)  # type: ignore[arg-type]  # the one other kind
+
+    def _deliver(self, finished: list[AsyncJob]) -> None:
+        """Finish each async job here, then settle each loop's futures with
+        one call into that loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for job in finished:
+            value, error = None, None
             try:
-                self._run(batch)
-            except BaseException as exc:
-                # Interrupted (KeyboardInterrupt, a signal): fail this batch
-                # rather than leave its callers waiting forever.
-                for job in batch:
-                    if job.error is None:
-                        job.error = self._interrupted(exc)
-                raise
-            finally:
-                for job in batch:
-                    job.done.release()
+                value = job.finish(job)
+            except BaseException as exc:  # noqa: BLE001 - it is that caller's outcome
+                error = exc
+            by_loop.setdefault(job.loop, []).append((job.future, value, error))
+        for loop, outcomes in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, outcomes)
+            except RuntimeError:
+                pass  # that loop is closed: nobody awaits there any more
 
     def _take(self, limit: int) -> list[Job]:
         batch: list[Job] = []
@@ -112,3 +230,15 @@ class Batcher:
 
     def _interrupted(self, exc: BaseException) -> BaseException:
         return exc
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    """On the loop: hand each awaiting coroutine its outcome (a cancelled
+    one has stopped listening; the job was finished all the same)."""
+    for future, value, error in outcomes:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)

@@ -9,13 +9,21 @@ durable (for a durable store) when the call returns.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterable, Mapping
-from typing import NamedTuple, Optional, Protocol, Union, runtime_checkable
+from typing import NamedTuple, Optional, Protocol, TypeVar, Union, runtime_checkable
 
 from journal.lifecycle import TaskStatus
 
-__all__ = ["SharedStore", "Snapshotable", "Store", "StoredTask", "TaskRow", "row_problem"]
+__all__ = [
+    "AsyncWrites", "SharedStore", "Snapshotable", "Store", "StoredTask", "TaskRow",
+    "put_task_async", "row_problem",
+]
+
+T = TypeVar("T")
+#: Runs once a write is done: ``error`` is None if it is durable.
+Finish = Callable[[Optional[BaseException]], T]
 
 
 class TaskRow(NamedTuple):
@@ -177,3 +185,88 @@ class SharedStore(Store, Protocol):
         """Call ``callback(task_id)`` from a background thread whenever any
         replica ends a task, and ``callback(None)`` when messages may have
         been missed."""
+
+
+@runtime_checkable
+class AsyncWrites(Protocol):
+    """A store whose writes a coroutine can queue without waiting (SQLite:
+    they join the threads' group commit)."""
+
+    def put_task_async(
+        self,
+        row: TaskRow,
+        streams: Optional[Mapping[str, Snapshotable]] = None,
+        *,
+        new: bool = False,
+        finish: Finish[T],
+    ) -> asyncio.Future[T]:
+        """``put_task``, queued: ``finish(error)`` runs (on a thread of the
+        store's) once the write is done or has failed, and the future gets
+        what it returns or raises.  It runs whether or not the future is
+        still awaited: a cancelled await neither stops nor repeats the write."""
+
+
+def put_task_async(
+    store: Store,
+    row: TaskRow,
+    streams: Optional[Mapping[str, Snapshotable]] = None,
+    *,
+    new: bool = False,
+    finish: Finish[T],
+) -> asyncio.Future[T]:
+    """``AsyncWrites.put_task_async`` for every store, in a running loop.
+
+    A store that offers it queues the write.  A store that keeps its rows in
+    memory (``durable`` False) writes at once, on the loop: nothing waits.
+    Any other store (Redis) makes its sync call on the loop's default
+    executor, one thread hand-off (and one loop wake-up) per call, with
+    ``finish`` run there too.
+    """
+    if isinstance(store, AsyncWrites):
+        return store.put_task_async(row, streams, new=new, finish=finish)
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    if not store.durable:
+        _settle(future, _finished(finish, _put(store, row, streams, new)))
+        return future
+
+    def call() -> None:
+        # finish runs here too: the journal's state follows the store even
+        # if the loop has gone away meanwhile.
+        outcome = _finished(finish, _put(store, row, streams, new))
+        try:
+            loop.call_soon_threadsafe(_settle, future, outcome)
+        except RuntimeError:
+            pass  # the loop is closed: nobody awaits there any more
+
+    # Our own future, not the executor's: cancelling the await must not
+    # cancel a call that has not started yet (the write would be lost).
+    loop.run_in_executor(None, call)
+    return future
+
+
+def _put(
+    store: Store, row: TaskRow, streams: Optional[Mapping[str, Snapshotable]], new: bool
+) -> Optional[BaseException]:
+    try:
+        store.put_task(row, streams, new=new)
+    except Exception as exc:  # noqa: BLE001 - the caller's outcome
+        return exc
+    return None
+
+
+def _finished(finish: Finish[T], error: Optional[BaseException]) -> tuple[Optional[T], Optional[BaseException]]:
+    try:
+        return finish(error), None
+    except BaseException as exc:  # noqa: BLE001 - the caller's outcome
+        return None, exc
+
+
+def _settle(future: asyncio.Future[T], outcome: tuple[Optional[T], Optional[BaseException]]) -> None:
+    value, error = outcome
+    if future.done():
+        return  # cancelled: the write was made (or refused) all the same
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)  # type: ignore[arg-type]  # set when finish returned

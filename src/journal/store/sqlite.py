@@ -56,14 +56,15 @@ What is safe when:
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import stat
 import sys
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
-from typing import Any, Optional, Union
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Optional, TypeVar, Union
 from urllib.parse import parse_qsl, urlsplit
 
 from journal._buffer_shared import decode_snapshot, snapshot_total
@@ -76,7 +77,7 @@ from journal.errors import (
     StoreLocked,
 )
 from journal.lifecycle import TaskStatus
-from journal.store._batching import Batcher, Job
+from journal.store._batching import AsyncJob, Batcher, Job
 from journal.store.base import Snapshotable, StoredTask, TaskRow, row_problem
 
 __all__ = ["SQLiteStore"]
@@ -185,6 +186,7 @@ _ERROR, _CORRUPT, _CANTOPEN, _NOTADB = 1, 11, 14, 26
 _SCHEMA_DAMAGE = ("no such table", "no such column", "no such function", "malformed")
 
 _Op = tuple[str, tuple[Any, ...]]
+_T = TypeVar("_T")
 
 #: Open stores, for the fork handler.
 _OPEN: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
@@ -442,12 +444,30 @@ class SQLiteStore:
         *,
         new: bool = False,
     ) -> None:
-        self._ready()
-        ops: list[_Op] = [(_INSERT_TASK if new else _UPSERT_TASK, tuple(row))]
-        for name, buf in (streams or {}).items():
-            snapshot = buf.snapshot()
-            ops.append((_UPSERT_STREAM, (row.task_id, name, snapshot, _total(snapshot))))
-        self._write(ops, task_id=row.task_id if new else None)
+        error = self._ready().submit(_task_ops(row, streams, new))
+        if error is not None:
+            raise self._outcome(error, row.task_id if new else None)
+
+    def put_task_async(
+        self,
+        row: TaskRow,
+        streams: Optional[Mapping[str, Snapshotable]] = None,
+        *,
+        new: bool = False,
+        finish: Callable[[Optional[BaseException]], _T],
+    ) -> asyncio.Future[_T]:
+        """``put_task`` for a coroutine: queued to the same group commit as
+        the threads' writes, without waiting.  Once the commit is done (or
+        has failed), ``finish(error)`` runs on the committing thread (error
+        None: durable); the future gets what it returns or raises."""
+        writer = self._ready()
+        task_id = row.task_id if new else None
+
+        def done(job: Job) -> _T:
+            error = job.error
+            return finish(None if error is None else self._outcome(error, task_id))
+
+        return writer.submit_async(_task_ops(row, streams, new), done)
 
     def put_streams(self, items: Iterable[tuple[str, str, bytes]]) -> None:
         self._ready()
@@ -547,19 +567,23 @@ class SQLiteStore:
             raise StoreError(f"{self.path} is open read-only; no writes")
         return self._writer
 
-    def _write(self, ops: list[_Op], task_id: Optional[str] = None) -> None:
+    def _write(self, ops: list[_Op]) -> None:
         error = self._ready().submit(ops)
-        if error is None:
-            return
+        if error is not None:
+            raise self._outcome(error, None)
+
+    def _outcome(self, error: BaseException, task_id: Optional[str]) -> BaseException:
+        """What the caller of a failed write is told; ``task_id`` for an
+        insert, whose UNIQUE failure is a duplicate task."""
         if isinstance(error, StoreError):
-            raise error
+            return error
         if (isinstance(error, sqlite3.IntegrityError) and task_id is not None
                 and "UNIQUE" in str(error)):
-            raise DuplicateTask(
+            return DuplicateTask(
                 f"task {task_id!r} is already in the journal {self.path}; "
                 "use a new id for a new task"
             )
-        raise _translate(error, self.path)
+        return _translate(error, self.path)
 
     def _forked(self) -> None:
         """In a forked child: refuse every call from now on.  The inherited
@@ -615,11 +639,30 @@ class _GroupCommit(Batcher):
         """Run ``ops`` in a committed transaction; return the error, if any."""
         return self._submit(ops).error
 
+    def submit_async(self, ops: list[_Op], finish: Callable[[Job], _T]) -> asyncio.Future[_T]:
+        """Queue ``ops`` for the next commit; ``finish(job)`` runs once it
+        is done and settles the returned future (see ``_batching``)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        self._submit_async(AsyncJob(ops, loop, future, finish))
+        return future
+
     def _queued(self, job: Job) -> None:
         if self._closed:
             # close() may have drained the queue before our job was in it.
-            with self._leader:
-                self._fail_queued()
+            self._fail_after_close()
+
+    def _queued_async(self, job: AsyncJob) -> None:
+        if self._closed:
+            # As above, but an event loop must not wait for the leadership:
+            # a thread of its own fails what close() left.
+            threading.Thread(target=self._fail_after_close, daemon=True).start()
+
+    def _fail_after_close(self) -> None:
+        finished: list[AsyncJob] = []
+        with self._leader:
+            self._fail_queued(finished)
+        self._deliver(finished)
 
     def _run(self, batch: list[Job]) -> None:
         if self._closed:
@@ -633,20 +676,23 @@ class _GroupCommit(Batcher):
                           "nothing of it was written, retry it")
 
     def close(self) -> None:
+        finished: list[AsyncJob] = []
         with self._leader:
             self._closed = True
             self._conn.close()
-            self._fail_queued()
+            self._fail_queued(finished)
+        self._deliver(finished)
+        self._stop_committer()
 
-    def _fail_queued(self) -> None:
-        """Fail the writes queued but never committed; hold the leadership."""
+    def _fail_queued(self, finished: list[AsyncJob]) -> None:
+        """Fail the writes queued but never committed; hold the leadership.
+        The async ones go to ``finished``, to deliver once it is given up."""
         while True:
             batch = self._take(self.limit)
             if not batch:
                 return
             self._fail(batch)
-            for job in batch:
-                job.done.release()
+            self._release(batch, finished)
 
     def _fail(self, batch: list[Job]) -> None:
         for job in batch:
@@ -689,6 +735,18 @@ class _GroupCommit(Batcher):
         for job in batch:
             job.error = None
         return None
+
+
+def _task_ops(row: TaskRow, streams: Optional[Mapping[str, Snapshotable]], new: bool) -> list[_Op]:
+    """The statements of one ``put_task``: its row, then its streams (a
+    new row's trigger clears stream rows, so the order matters)."""
+    ops: list[_Op] = [(_INSERT_TASK if new else _UPSERT_TASK, row)]
+    if streams:
+        task_id = row.task_id
+        for name, buf in streams.items():
+            snapshot = buf.snapshot()
+            ops.append((_UPSERT_STREAM, (task_id, name, snapshot, _total(snapshot))))
+    return ops
 
 
 def _parse_url(url: str) -> tuple[str, str]:
