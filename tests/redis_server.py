@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import random
 import signal
 import socket
 import subprocess
@@ -86,3 +87,132 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout=10)
         self.process = None
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``primaries`` primaries, each with ``replicas``
+    replicas, on free loopback ports (``cluster-node-timeout`` short, so a
+    failover takes a couple of seconds rather than fifteen)."""
+
+    def __init__(self, directory: pathlib.Path, primaries: int = 3, replicas: int = 0,
+                 node_timeout_ms: int = 1000) -> None:
+        self.directory = directory
+        self.primaries = primaries
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.ports: list[int] = []
+        while len(self.ports) < primaries * (1 + replicas):
+            port = cluster_port()
+            if port not in self.ports:
+                self.ports.append(port)
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start_node(self, port: int) -> None:
+        node_dir = self.directory / str(port)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        self.processes[port] = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(node_dir), "--cluster-enabled", "yes",
+             "--cluster-config-file", str(node_dir / "nodes.conf"),
+             "--cluster-node-timeout", str(self.node_timeout_ms),
+             "--logfile", str(node_dir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        _wait_for_pong(port, self.processes[port])
+
+    def start(self) -> None:
+        for port in self.ports:
+            self.start_node(port)
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
+        )
+        self.wait_healthy()
+
+    def wait_healthy(self, seconds: float = 30.0) -> None:
+        """Until every live node says cluster_state:ok and sees all slots."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            states = [self.cli(port, "cluster", "info") for port in self.live_ports()]
+            if all("cluster_state:ok" in s and "cluster_slots_ok:16384" in s for s in states):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the Redis cluster did not become healthy")
+
+    def live_ports(self) -> list[int]:
+        return [p for p, proc in self.processes.items() if proc.poll() is None]
+
+    def cli(self, port: int, *args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", str(port), *args], check=True,
+                              capture_output=True, text=True, timeout=30).stdout
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node (nothing flushed)."""
+        process = self.processes.pop(port)
+        process.kill()
+        process.wait(timeout=10)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            process.wait(timeout=10)
+        self.processes.clear()
+
+
+def cluster_port() -> int:
+    """A free port P whose cluster bus port P + 10000 is free too (a node's
+    port must be at most 55535)."""
+    while True:
+        port = random.randint(20000, 55535)
+        try:
+            with socket.socket() as one, socket.socket() as bus:
+                one.bind(("127.0.0.1", port))
+                bus.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+
+
+def _wait_for_pong(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {process.returncode}")
+        time.sleep(0.02)
+    raise RuntimeError(f"redis-server did not answer on port {port}")
+
+
+def admin_client(url: str):
+    """A plain redis-py client of the server or cluster a store URL names
+    (its options dropped), for tests that look behind the store's back."""
+    import redis
+    from redis.cluster import RedisCluster
+
+    base = url.partition("?")[0]
+    probe = redis.Redis.from_url(base)
+    try:
+        clustered = int(probe.info("cluster").get("cluster_enabled", 0))
+    finally:
+        probe.close()
+    return RedisCluster.from_url(base) if clustered else redis.Redis.from_url(base)
+
+
+def task_keys(prefix: str, task_id: str) -> list[str]:
+    """A task's row and streams keys under ``prefix`` (the store's layout)."""
+    from journal.store._redis_keys import Layout
+
+    return Layout(prefix).task_keys(task_id)

@@ -357,12 +357,13 @@ def _remove_spilled_part(url, task_id):
         with sqlite3.connect(url[len("sqlite:///"):]) as conn:
             conn.execute("DELETE FROM streams WHERE task_id = ?", (task_id,))
         return
-    import redis
     from urllib.parse import parse_qs, urlsplit
 
+    from redis_server import admin_client, task_keys
+
     prefix = parse_qs(urlsplit(url).query)["prefix"][0]
-    client = redis.Redis.from_url(url.partition("?")[0])
-    client.delete(f"{prefix}:task:{{{task_id}}}:streams")
+    client = admin_client(url)
+    client.delete(task_keys(prefix, task_id)[1])
     client.close()
 
 

@@ -15,7 +15,10 @@ import time
 import uuid
 
 import pytest
+import zlib
+
 import redis
+import redis.cluster
 
 from journal import (
     InvalidArgument,
@@ -28,6 +31,8 @@ from journal import (
     TaskStatus,
     UnknownTask,
 )
+from journal.store import _redis_keys
+from journal.store._redis_keys import BUCKETS
 from journal.store.redis import RedisStore
 from in_thread import in_thread
 from redis_server import RedisServer
@@ -69,7 +74,7 @@ def _keys(namespace):
     server, prefix = namespace
     client = redis.Redis.from_url(server)
     try:
-        return sorted(key.decode() for key in client.keys(f"{prefix}:*"))
+        return sorted(key.decode() for key in client.keys(f"*{prefix}*"))
     finally:
         client.close()
 
@@ -276,9 +281,9 @@ def test_finished_tasks_carry_an_expire_and_in_flight_ones_do_not(replicas, name
     server, prefix = namespace
     client = redis.Redis.from_url(server)
     try:
-        for key in (f"{prefix}:task:{{done}}", f"{prefix}:task:{{done}}:streams"):
+        for key in a._store.layout.task_keys("done"):
             assert 110_000 < client.pttl(key) <= 120_000
-        for key in (f"{prefix}:task:{{running}}", f"{prefix}:task:{{running}}:streams"):
+        for key in a._store.layout.task_keys("running"):
             assert client.pttl(key) == -1
     finally:
         client.close()
@@ -306,16 +311,19 @@ def test_the_key_layout_is_the_documented_one(replicas, namespace):
     a.stream("t").append(b"x")
     a.complete("t", 0)
     prefix = namespace[1]
+    bucket = zlib.crc32(b"t") % BUCKETS
+    tag = f"{{{prefix}:{bucket}}}"
     assert _keys(namespace) == sorted([
-        f"{prefix}:task:{{t}}", f"{prefix}:task:{{t}}:streams", f"{prefix}:index:created",
-        f"{prefix}:index:finished", f"{prefix}:index:status", f"{prefix}:index:counts",
-        f"{prefix}:replica:a",
+        f"{tag}:task:t", f"{tag}:streams:t", f"{tag}:created", f"{tag}:finished",
+        f"{tag}:status", f"{tag}:counts", f"{{{prefix}}}:replica:a", f"{{{prefix}}}:layout",
     ])
-    import journal.store.redis as module
-
     for key in _keys(namespace):
-        pattern = key.replace(prefix, "{ns}").replace("{t}", "{<id>}").replace(":a", ":<replica id>")
-        assert pattern in module.__doc__
+        pattern = (key.replace(f"{prefix}:{bucket}", "ns:b").replace(prefix, "ns")
+                   .replace(":task:t", ":task:<id>").replace(":streams:t", ":streams:<id>")
+                   .replace(":replica:a", ":replica:<replica id>"))
+        assert pattern in _redis_keys.__doc__
+    # Every key of the task and its bucket is in one slot.
+    assert len({redis.cluster.key_slot(key.encode()) for key in a._store.layout.script_keys("t")}) == 1
 
 
 def test_check_finds_and_repair_fixes_miscounted_statuses(replicas, namespace):
@@ -324,7 +332,7 @@ def test_check_finds_and_repair_fixes_miscounted_statuses(replicas, namespace):
     assert a.check() == []
     server, prefix = namespace
     client = redis.Redis.from_url(server)
-    client.hincrby(f"{prefix}:index:counts", "pending", 5)
+    client.hincrby(a._store.layout.bucket_keys[a._store.layout.bucket("t")].counts, "pending", 5)
     client.close()
     [problem] = a.check()
     assert "disagree" in problem

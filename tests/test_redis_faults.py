@@ -157,8 +157,8 @@ def test_the_ended_listener_outlives_a_callback_that_raises(server):
         deadline = time.monotonic() + 3
         while not heard and time.monotonic() < deadline:
             time.sleep(0.02)  # the first callback(None): subscribed
-        publisher.publish(store._channel, "a")  # raises in the callback
-        publisher.publish(store._channel, "b")
+        publisher.publish(store.layout.channel("a"), "a")  # raises in the callback
+        publisher.publish(store.layout.channel("b"), "b")
         while "b" not in heard and time.monotonic() < deadline:
             time.sleep(0.02)
         publisher.close()

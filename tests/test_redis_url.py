@@ -6,24 +6,25 @@ from __future__ import annotations
 import pytest
 
 from journal import InvalidArgument
-from journal.store.redis import REDIS_PY_OPTIONS, RedisStore, _client_options, _parse_url
+from journal.store._redis_url import REDIS_PY_OPTIONS, client_options, default_replica, parse_url
+from journal.store.redis import RedisStore
 
 pytestmark = pytest.mark.redis
 
 BASE = "redis://127.0.0.1:6379/0"
 
 
-@pytest.mark.parametrize("name", ["timeout", "lease", "poll"])
+@pytest.mark.parametrize("name", ["timeout", "lease", "poll", "wait_timeout"])
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", "-1", "0", "1e-9", "1e308", "100000", "x", ""])
 def test_seconds_must_be_finite_and_bounded(name, value):
     with pytest.raises(InvalidArgument, match=rf"{name} in a redis:// store URL is seconds.*0\.001.*86400"):
-        _parse_url(f"{BASE}?{name}={value}")
+        parse_url(f"{BASE}?{name}={value}")
 
 
-@pytest.mark.parametrize("name", ["timeout", "lease", "poll"])
+@pytest.mark.parametrize("name", ["timeout", "lease", "poll", "wait_timeout"])
 def test_seconds_at_the_bounds_are_accepted(name):
-    assert _parse_url(f"{BASE}?{name}=0.001")[name] == 0.001
-    assert _parse_url(f"{BASE}?{name}=86400")[name] == 86400
+    assert getattr(parse_url(f"{BASE}?{name}=0.001"), name) == 0.001
+    assert getattr(parse_url(f"{BASE}?{name}=86400"), name) == 86400
 
 
 def test_an_unknown_option_is_named_with_the_accepted_ones():
@@ -34,7 +35,7 @@ def test_an_unknown_option_is_named_with_the_accepted_ones():
 
 def test_tls_options_need_rediss():
     with pytest.raises(InvalidArgument, match="ssl_cert_reqs.*rediss://"):
-        _parse_url(f"{BASE}?ssl_cert_reqs=none")
+        parse_url(f"{BASE}?ssl_cert_reqs=none")
 
 
 @pytest.mark.parametrize("name", sorted(REDIS_PY_OPTIONS))
@@ -46,8 +47,8 @@ def test_every_accepted_redis_py_option_makes_a_connection(name):
     value = {"health_check_interval": "5", "socket_keepalive": "true", "client_name": "hub",
              "ssl_cert_reqs": "none", "ssl_check_hostname": "false"}.get(name, "/nonexistent")
     scheme = "rediss" if name.startswith("ssl_") else "redis"
-    settings = _parse_url(f"{scheme}://127.0.0.1:6379/0?{name}={value}")
-    client = redis.Redis.from_url(settings["server_url"], **_client_options(settings))
+    settings = parse_url(f"{scheme}://127.0.0.1:6379/0?{name}={value}")
+    client = redis.Redis.from_url(settings.server_url, **client_options(settings))
     try:
         client.connection_pool.make_connection()
     finally:

@@ -12,6 +12,7 @@ import pytest
 
 from journal import JournalConfig, TaskJournal, TaskStatus
 from journal.errors import OwnedElsewhere, WaitTimeout
+from redis_server import task_keys
 
 pytestmark = pytest.mark.redis
 
@@ -159,7 +160,7 @@ def test_an_inspector_reading_a_shared_store_takes_nothing_over(server, replicas
     finally:
         inspector.close()
     client = server.client()
-    assert client.hget(f"p-{server.prefix}:task:{{t}}", "owner") == b"a"  # still the dead one's
+    assert client.hget(task_keys(f"p-{server.prefix}", "t")[0], "owner") == b"a"  # still the dead one's
     client.close()
     heir = replicas("b")  # a hub replica opening adopts it
     assert [(r.task_id, r.owner, r.detached) for r in heir.in_flight()] == [("t", "b", True)]

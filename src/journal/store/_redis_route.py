@@ -1,0 +1,299 @@
+"""How the Redis store's calls reach Redis: one server (or a primary with
+replicas), or the primaries of a Redis Cluster through redis-py's cluster
+client.
+
+Scripts go out in pipelines, one per server they run on, and calls that
+arrive together share one (``Scripts``, a ``_batching.Batcher``).  On a
+cluster redis-py's own pipelines refuse EVALSHA, so the route sends each
+primary its scripts on that primary's own connection, follows MOVED (the
+slot's new owner, after refreshing the slot map) and ASK (ASKING, then the
+script, on the node importing the slot) a few times, and leaves what still
+fails to the store's retry within ``timeout``.
+
+``WAIT n ms`` goes at the end of each pipeline, on the connection that sent
+its scripts (WAIT counts the replicas that have this connection's writes):
+fewer than ``n`` in time turns every script of that pipeline that ran into a
+NotReplicated error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any, Optional
+
+from journal.store._batching import Batcher, Job
+from journal.store._redis_errors import NotReplicated
+from journal.store._redis_url import RedisSettings, client_options
+
+try:
+    import redis
+    from redis import exceptions as redis_errors
+except ImportError:  # pragma: no cover - the optional extra is missing; RedisStore says so
+    redis = None  # type: ignore[assignment]
+
+__all__ = ["Call", "Route", "Scripts", "open_route"]
+
+#: A script call: its SHA, its keys, its arguments.
+Call = tuple[str, list[str], list[Any]]
+
+#: Redirections (MOVED, ASK) one pipeline follows before it gives up.
+REDIRECTS = 5
+
+
+class Route:
+    """One Redis server, or a primary with its replicas."""
+
+    cluster = False
+    #: The command the scripts publish "ended" messages with.
+    publish = "PUBLISH"
+
+    def __init__(self, client: Any, settings: RedisSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self.where = settings.where
+        self.wait: Optional[tuple[int, int]] = (
+            (settings.wait_replicas, max(1, int(settings.wait_timeout * 1000)))
+            if settings.wait_replicas else None
+        )
+
+    def pipeline(self) -> Any:
+        """A pipeline for reads and plain writes (no scripts)."""
+        return self.client.pipeline(transaction=False)
+
+    def run_scripts(self, calls: list[Call], wait: bool) -> list[Any]:
+        """Every call's answer, or the error its server replied."""
+        pipe = self.client.pipeline(transaction=False)
+        for sha, keys, args in calls:
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        waiting = self.wait if wait else None
+        if waiting is not None:
+            pipe.execute_command("WAIT", *waiting)
+        answers: list[Any] = pipe.execute(raise_on_error=False)
+        if waiting is not None:
+            return self._waited(answers[:-1], answers[-1], self.where)
+        return answers
+
+    def _waited(self, answers: list[Any], acked: Any, where: str) -> list[Any]:
+        assert self.wait is not None
+        wanted, ms = self.wait
+        if not isinstance(acked, Exception) and int(acked) >= wanted:
+            return answers
+        heard = f"failed: {acked}" if isinstance(acked, Exception) else f"heard from {int(acked)}"
+        short = NotReplicated(
+            f"Redis at {where} wrote the change, but WAIT {wanted} {ms} {heard} of the "
+            f"{wanted} replica(s) wait_replicas asks for within {ms / 1000:g} s: the change "
+            "may or may not survive a failover; read the task back, or retry (a retried "
+            "registration is recognised)"
+        )
+        return [a if isinstance(a, Exception) else short for a in answers]
+
+    def load_scripts(self, sources: Iterable[str]) -> None:
+        for source in sources:
+            self.client.script_load(source)
+
+    def refresh(self) -> None:
+        """After an outage or a redirection: nothing to learn on one server."""
+
+    def subscribe(self, pubsub: Any, channels: list[str]) -> None:
+        pubsub.subscribe(*channels)
+
+    def next_message(self, pubsub: Any, timeout: float) -> Any:
+        return pubsub.get_message(timeout=timeout)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class ClusterRoute(Route):
+    """The primaries of a Redis Cluster."""
+
+    cluster = True
+    publish = "SPUBLISH"
+
+    def run_scripts(self, calls: list[Call], wait: bool) -> list[Any]:
+        client = self.client
+        answers: list[Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        asked: dict[int, Any] = {}  # call -> the node an ASK named
+        for _ in range(REDIRECTS):
+            groups: dict[str, tuple[Any, list[tuple[int, bool]]]] = {}
+            for i in pending:
+                node = asked.get(i)
+                if node is None:
+                    node = client.nodes_manager.get_node_from_slot(client.keyslot(calls[i][1][0]))
+                groups.setdefault(node.name, (node, []))[1].append((i, i in asked))
+            pending, asked, moved = [], {}, False
+            for node, items in groups.values():
+                try:
+                    results = self._on_node(node, [(calls[i], asking) for i, asking in items], wait)
+                except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+                    for i, _ in items:
+                        answers[i] = exc
+                    moved = True  # a failover may be under way: learn the new primaries
+                    continue
+                for (i, _), result in zip(items, results):
+                    answers[i] = result
+                    if isinstance(result, redis_errors.MovedError):
+                        pending.append(i)
+                        moved = True
+                    elif isinstance(result, redis_errors.AskError):
+                        target = client.get_node(host=result.host, port=result.port)
+                        if target is None:
+                            moved = True
+                        else:
+                            asked[i] = target
+                        pending.append(i)
+            if moved:
+                self.refresh()
+            if not pending:
+                break
+        return answers
+
+    def _on_node(self, node: Any, items: list[tuple[Call, bool]], wait: bool) -> list[Any]:
+        pipe = self.client.get_redis_connection(node).pipeline(transaction=False)
+        for (sha, keys, args), asking in items:
+            if asking:
+                pipe.execute_command("ASKING")
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        waiting = self.wait if wait else None
+        if waiting is not None:
+            pipe.execute_command("WAIT", *waiting)
+        raw: list[Any] = pipe.execute(raise_on_error=False)
+        acked = raw.pop() if waiting is not None else None
+        answers, at = [], 0
+        for _, asking in items:
+            at += asking  # ASKING's own OK
+            answers.append(raw[at])
+            at += 1
+        if waiting is not None:
+            return self._waited(answers, acked, node.name)
+        return answers
+
+    def load_scripts(self, sources: Iterable[str]) -> None:
+        # SCRIPT LOAD goes to every primary (a promoted replica may lack them).
+        self.refresh()
+        for source in sources:
+            self.client.script_load(source)
+
+    def refresh(self) -> None:
+        try:
+            self.client.nodes_manager.initialize()
+        except Exception:  # noqa: BLE001 - the next call's error tells
+            pass
+
+    def subscribe(self, pubsub: Any, channels: list[str]) -> None:
+        pubsub.ssubscribe(*channels)
+
+    def next_message(self, pubsub: Any, timeout: float) -> Any:
+        # One node's connection at a time, ``timeout`` each: short, so that a
+        # message on the third primary is not held behind two quiet ones.
+        return pubsub.get_sharded_message(timeout=min(timeout, 0.05))
+
+
+def open_route(settings: RedisSettings) -> Route:
+    """A route to the server the settings name: a cluster when ``cluster=yes``,
+    or ``auto`` and the server says ``cluster_enabled:1``.  Connecting is
+    left to the caller's retries (``Route.detect``)."""
+    options = client_options(settings)
+    if settings.wait_replicas:
+        # WAIT blocks for up to wait_timeout: the socket must outlast it.
+        options["socket_timeout"] += settings.wait_timeout
+    if settings.cluster == "yes":
+        return _cluster(settings, options)
+    plain = redis.Redis.from_url(settings.server_url, **options)
+    if settings.cluster == "no":
+        return Route(plain, settings)
+    return _Detecting(plain, settings, options)
+
+
+class _Detecting(Route):
+    """A route that asks the server whether it is a cluster node on first use
+    (``resolve``), so that a server still starting is retried like any call."""
+
+    def __init__(self, client: Any, settings: RedisSettings, options: dict[str, Any]) -> None:
+        super().__init__(client, settings)
+        self._options = options
+
+    def resolve(self) -> Route:
+        info = self.client.info("cluster")
+        if not int(info.get("cluster_enabled", 0)):
+            return Route(self.client, self.settings)
+        self.client.close()
+        if self.settings.db != 0:
+            from journal.errors import InvalidArgument
+
+            raise InvalidArgument(
+                f"Redis at {self.where} is a Redis Cluster node, and a cluster has database 0 "
+                f"only; the store URL names database {self.settings.db}"
+            )
+        return _cluster(self.settings, self._options)
+
+
+def _cluster(settings: RedisSettings, options: dict[str, Any]) -> ClusterRoute:
+    from redis.backoff import NoBackoff
+    from redis.cluster import RedisCluster
+    from redis.retry import Retry
+
+    # redis-py follows MOVED/ASK and refreshes its slot map on its own, a
+    # few times without sleeping; waiting out a failover is ours (``timeout``).
+    options = {**options, "retry": Retry(NoBackoff(), 3)}
+    return ClusterRoute(RedisCluster.from_url(settings.server_url, **options), settings)
+
+
+class Scripts(Batcher):
+    """The store's Lua scripts, run by SHA; concurrent calls share a round trip.
+
+    Calls arriving together go out as one pipeline per server (each script
+    still runs whole on its own), the way SQLite's writers share a commit: on
+    a slow network the round trip, not Redis, is the cost.  See ``_batching``.
+    """
+
+    limit = 256
+
+    def __init__(self, route: Route) -> None:
+        super().__init__()
+        self.route = route
+        self._sources: dict[str, str] = {}
+
+    def add(self, source: str) -> str:
+        sha = hashlib.sha1(source.encode()).hexdigest()
+        self._sources[sha] = source
+        return sha
+
+    def load(self) -> None:
+        self.route.load_scripts(self._sources.values())
+
+    def run(self, sha: str, keys: list[str], args: list[Any], wait: bool = False) -> Any:
+        return self.run_many([(sha, keys, args)], wait)[0]
+
+    def run_many(self, calls: list[Call], wait: bool = False) -> list[Any]:
+        """Run the scripts; return their answers, or raise the first error.
+        With ``wait`` (and ``wait_replicas`` in the URL), each pipeline ends
+        with WAIT."""
+        job = self._submit((calls, wait))
+        if job.error is not None:
+            raise job.error
+        answers: list[Any] = job.result  # Lua replies: whatever each script returns
+        return answers
+
+    def _run(self, batch: list[Job]) -> None:
+        # Changes that wait for replicas and those that do not (stream
+        # checkpoints) go in pipelines of their own: a short WAIT fails only
+        # the calls that asked for it.
+        for wait in (True, False):
+            jobs = [job for job in batch if job.payload[1] is wait]
+            if jobs:
+                self._run_jobs(jobs, wait)
+
+    def _run_jobs(self, batch: list[Job], wait: bool) -> None:
+        calls = [call for job in batch for call in job.payload[0]]
+        try:
+            answers = iter(self.route.run_scripts(calls, wait))
+        except Exception as exc:  # noqa: BLE001 - every caller hears of it
+            for job in batch:
+                job.error = exc
+            return
+        for job in batch:
+            job.result = [next(answers) for _ in job.payload[0]]
+            job.error = next((a for a in job.result if isinstance(a, Exception)), None)
