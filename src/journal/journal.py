@@ -18,19 +18,19 @@ import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
-from types import MappingProxyType
 from typing import Any, Optional
 
+from journal._async_api import AsyncCalls
 from journal._background import Maintenance
+from journal._changes import Changes
 from journal._ownership import Ownership, ownership_for
 from journal._residency import Residency, residency_for
 from journal._table import TaskTable
-from journal._task import AsyncWaiter, Task, describe, wake
+from journal._task import Task, describe
 from journal._waits import Waits
 from journal.buffer import HeadTailBuffer
 from journal.config import JournalConfig
 from journal.errors import (
-    DuplicateTask,
     InvalidArgument,
     InvalidTransition,
     JournalClosed,
@@ -39,22 +39,17 @@ from journal.errors import (
     StreamSealed,
     UnknownTask,
 )
-from journal.lifecycle import TaskStatus, check_transition
-from journal.records import FollowChunk, Result, StreamView, TaskRecord, record_from_row
-from journal.store import Store, TaskRow, open_store
+from journal.lifecycle import TaskStatus
+from journal.records import FollowChunk, Result, TaskRecord, record_from_row
+from journal.store import Store, open_store
 from journal.validation import (
-    check_deadline,
     check_id,
     check_limit,
     check_status,
-    decode_result,
-    encode_json,
     encode_result,
 )
 
 __all__ = ["TaskJournal"]
-
-_NO_STREAMS: MappingProxyType[str, StreamView] = MappingProxyType({})
 
 log = logging.getLogger("journal")
 
@@ -72,7 +67,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_parents_journals)
 
 
-class TaskJournal:
+class TaskJournal(AsyncCalls):
     """Tracks tasks sent to remote nodes, their output streams and results.
 
     Thread-safe: any number of threads may register, stream, finish and read
@@ -84,6 +79,11 @@ class TaskJournal:
     leases and result retention are enforced by :meth:`sweep`, stream data
     is written to a durable store by :meth:`checkpoint`; a background thread
     calls both.
+
+    A hub that is an asyncio server calls the ``*_async`` twins of the
+    durable calls (``register_async``, ``complete_async``, ...) from its
+    coroutines: they never block the event loop.  A sync durable call made
+    on the loop blocks it for a commit (an fsync with ``synchronous=full``).
     """
 
     def __init__(
@@ -114,6 +114,7 @@ class TaskJournal:
             self._ownership: Ownership = ownership_for(self._table)
             self._residency: Residency = residency_for(self._table, self._ownership.foreign_state)
             self._waits = Waits(self._table, self._ownership, self._residency)
+            self._changes = Changes(self._table, self._ownership, self._residency)
             #: What could not be recovered from the store when this journal
             #: opened (a damaged stream snapshot, say), one line each.
             self.recovery_problems: list[str] = []
@@ -176,52 +177,7 @@ class TaskJournal:
         ``deadline`` is seconds from now after which the task is TIMED_OUT.
         Registering renews the node's lease.  Durable when it returns.
         """
-        table = self._table
-        table.check_open()
-        check_id("task id", task_id)
-        check_id("node id", node_id)
-        meta_json = encode_json("meta", task_id, meta)
-        relative = check_deadline(task_id, deadline)
-        now = table.clock()
-        task = Task(
-            TaskRow(
-                task_id, node_id, TaskStatus.PENDING.value, meta_json, None, None, now, now,
-                None, None if relative is None else now + relative,
-            )
-        )
-        shard = table.shard(task_id)
-        with shard.lock:
-            held = shard.entries.get(task_id)
-            if held is not None:
-                raise DuplicateTask(
-                    f"task {task_id!r} is already registered (on node {held.node_id!r}); "
-                    "use a new id for a new task"
-                )
-            # Claim the id, then commit without the shard lock, so that the
-            # registrations of one shard share a group commit instead of
-            # queueing behind each other's.
-            shard.entries[task_id] = task
-        task.owner = self._ownership.replica
-        try:
-            # The store refuses ids it holds (finished tasks the registry
-            # let go of) with DuplicateTask too.
-            table.store.put_task(task.row(), new=True)
-        except BaseException:
-            with shard.lock:
-                if shard.entries.get(task_id) is task:
-                    del shard.entries[task_id]
-                waiters, task.async_waiters = task.async_waiters, []
-            # A wait() that found the task while it was being committed
-            # looks again, and hears that there is no such task.
-            wake(task, waiters)
-            raise
-        table.nodes.renew(node_id, now)
-        # A new task has no streams and nothing to decode but its meta.
-        return TaskRecord(
-            task_id, node_id, TaskStatus.PENDING, None, None,
-            None if meta_json is None else decode_result(meta_json),
-            now, now, None, task.deadline, False, _NO_STREAMS,
-        )
+        return self._changes.register(task_id, node_id, meta, deadline)
 
     def start(self, task_id: str) -> TaskRecord:
         """PENDING -> RUNNING; also renews the node's lease."""
@@ -244,49 +200,7 @@ class TaskJournal:
         return self._transition(task_id, TaskStatus.CANCELLED, error=text)
 
     def _transition(self, task_id: str, target: TaskStatus, **changes: Any) -> TaskRecord:
-        table = self._table
-        table.check_open()
-        task = table.find(task_id)
-        self._ownership.refuse_elsewhere(task)
-        shard = table.shard(task_id)
-        now = table.clock()
-        waiters: list[AsyncWaiter] = []
-        with shard.lock:
-            check_transition(task_id, task.status, target)
-            if shard.entries.get(task_id) is not task:
-                raise InvalidTransition(f"task {task_id!r} is no longer held by this journal")
-            if target.terminal:
-                changes["finished_at"] = now
-                self._residency.merge_back(task)
-            row = task.row(status=target.value, updated_at=now, **changes)
-            # Durable first: if the store refuses, nothing has changed.  A
-            # terminal row goes with its streams' final state in one commit.
-            final = dict(task.streams) if target.terminal else None
-            totals = {name: buf.total for name, buf in task.streams.items()}
-            try:
-                table.store.put_task(row, final)
-            except OwnedElsewhere:
-                table.drop_locked(task)
-                raise
-            task.status = target
-            task.updated_at = now
-            for name in ("result", "error", "finished_at"):
-                if name in changes:
-                    setattr(task, name, changes[name])
-            if target.terminal:
-                task.checkpointed.update(totals)
-                task.detached_until = None
-                for buf in task.streams.values():
-                    buf.seal()
-                waiters, task.async_waiters = task.async_waiters, []
-        if target.terminal:
-            # Appends that raced the seal are kept too: one more checkpoint.
-            self._residency.checkpoint([task])
-            self._residency.after_end(task)
-            wake(task, waiters)
-        else:
-            table.nodes.renew(task.node_id, now)
-        return self._residency.record(task)
+        return self._changes.transition(task_id, target, changes)
 
     # -- streams -----------------------------------------------------------
 
@@ -478,27 +392,7 @@ class TaskJournal:
         shared store the task may be re-attached through any replica, unless
         a live replica has it attached (OwnedElsewhere).
         """
-        table = self._table
-        table.check_open()
-        check_id("node id", node_id)
-        task = self._ownership.take_for_reattach(table.find(task_id))
-        now = table.clock()
-        with table.shard(task_id).lock:
-            if task.status.terminal:
-                raise InvalidTransition(
-                    f"task {task_id!r} already ended ({task.status.name}); "
-                    "a node cannot re-attach to it: read its result instead"
-                )
-            try:
-                table.store.put_task(task.row(node_id=node_id, updated_at=now))
-            except OwnedElsewhere:
-                table.drop_locked(task)
-                raise
-            task.node_id = node_id
-            task.updated_at = now
-            task.detached_until = None
-        table.nodes.renew(node_id, now)
-        return self._residency.record(task)
+        return self._changes.reattach(task_id, node_id)
 
     # -- time-driven moves, retention, checkpoints ---------------------------
 
