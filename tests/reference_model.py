@@ -43,7 +43,7 @@ class ReferenceBuffer:
 
 def reference_highlights(data: bytes, head: int, tail: int, rules):
     """What a buffer with ``rules`` keeps of ``data``'s dropped middle:
-    ``(kept, skipped, dropped_lines)``, derived by scanning the whole stream
+    ``(kept, skipped, dropped_lines)``, derived by reading the whole stream
     line by line rather than as bytes leave the tail."""
     from journal._highlights import Highlight, kept_text
 
@@ -52,31 +52,74 @@ def reference_highlights(data: bytes, head: int, tail: int, rules):
     evicted_end = total - min(tail, total - head_len)  # where the held tail starts
     if evicted_end <= head_len:
         return [], 0, 0
-    matching = []
+    kept = []  # in the order they are kept
+    held = []  # the last lines not kept, for a later match's ``before``
+    owed = 0  # context lines owed to the last match
+    depth = max(rule.before for rule in rules.rules)
     line_start = 0
     line_number = 1
     for position, byte in enumerate(data[:evicted_end]):
         if byte != 0x0A:
             continue
-        if position >= head_len:
+        if position >= head_len:  # a line is in the middle when its newline is
             line = data[line_start:position]
-            if any(pattern in line.lower() for pattern in rules.patterns):
-                text = kept_text(line[: rules.line_limit], len(line))
-                matching.append(Highlight(line_number, line_start, text))
+            prefix = line[: rules.line_limit]
+            text = kept_text(prefix, len(line))
+            found = [rule for rule in rules.rules if _rule_matches(rule, prefix, len(line))]
+            if found:
+                before = max(rule.before for rule in found)
+                kept += held[max(0, len(held) - before) :] if before else []
+                held = []
+                kept.append(Highlight(line_number, line_start, text))
+                owed = max(owed - 1, max(rule.after for rule in found))
+            elif owed:
+                held = []
+                kept.append(Highlight(line_number, line_start, text, True))
+                owed -= 1
+            elif depth:
+                held = (held + [Highlight(line_number, line_start, text, True)])[-depth:]
         line_start = position + 1
         line_number += 1
-    first, first_bytes = [], 0
-    for item in matching:
-        if first_bytes + len(item.text) > rules.budget // 2:
-            break
-        first.append(item)
-        first_bytes += len(item.text)
-    rest = matching[len(first):]
-    recent, recent_bytes = [], 0
-    for item in reversed(rest):
-        if first_bytes + recent_bytes + len(item.text) > rules.budget:
-            break
-        recent.insert(0, item)
+    first, first_bytes, closed = [], 0, False
+    recent, recent_bytes, skipped = [], 0, 0
+    for item in kept:
+        if not closed and first_bytes + len(item.text) <= rules.budget // 2:
+            first.append(item)
+            first_bytes += len(item.text)
+            continue
+        closed = True
+        recent.append(item)
         recent_bytes += len(item.text)
-    skipped = len(rest) - len(recent)
+        while first_bytes + recent_bytes > rules.budget:
+            recent_bytes -= len(recent.pop(0).text)
+            skipped += 1
     return first + recent, skipped, data[head_len:evicted_end].count(b"\n")
+
+
+def _rule_matches(rule, prefix: bytes, length: int) -> bool:
+    """One rule against a line's first bytes, read straight from its texts."""
+    match = rule.match.encode("utf-8", "surrogateescape")
+    at_start = len(match) > 1 and match.startswith(b"^")
+    match = match[1:] if at_start else match
+    at_end = len(match) > 1 and match.endswith(b"$")
+    match = (match[:-1] if at_end else match).lower()
+    body = prefix.lstrip(b" \t")
+    whole = length <= len(prefix)
+    if at_end and not whole:
+        return False
+    trimmed = body.rstrip(b"\r \t").lower() if at_start else prefix.rstrip(b"\r \t").lower()
+    if at_start and at_end:
+        ok = trimmed == match
+    elif at_start:
+        ok = body.lower().startswith(match)
+    elif at_end:
+        ok = trimmed.endswith(match)
+    else:
+        ok = match in prefix.lower()
+    for item in rule.unless:
+        raw = item.encode("utf-8", "surrogateescape")
+        if len(raw) > 1 and raw.startswith(b"^"):
+            ok = ok and not body.startswith(raw[1:])
+        else:
+            ok = ok and raw not in prefix
+    return ok

@@ -16,7 +16,7 @@ from cpython.bytes cimport (
     PyBytes_GET_SIZE,
 )
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from libc.string cimport memchr, memcpy, memmove
+from libc.string cimport memchr, memcmp, memcpy, memmove
 
 from journal import _buffer_shared as _shared
 from journal import _highlights as _hl
@@ -112,6 +112,17 @@ cdef class _Filter:
     cdef int count
     cdef Py_ssize_t window_size  # longest pattern - 1
     cdef Py_ssize_t max_offset
+    # The rules, as HighlightRules.rows has them (see HighlightRules.verdict).
+    cdef int rows, max_before
+    cdef int row_pattern[64]
+    cdef int row_anchor[64]
+    cdef int row_before[64]
+    cdef int row_after[64]
+    cdef int unless_count[64]
+    cdef const unsigned char *unless[64][16]
+    cdef Py_ssize_t unless_length[64][16]
+    cdef bint unless_anchored[64][16]
+    cdef list _texts  # keeps the unless bytes alive
 
     def __cinit__(self, rules):
         cdef int k
@@ -134,6 +145,73 @@ cdef class _Filter:
                 tj_filter_set(&self.table, k, pattern[self.offset[k]],
                               pattern[self.offset[k] + 1], 0)
             self.max_offset = max(self.max_offset, self.offset[k])
+        cdef int r, u
+        cdef bytes text
+        self._texts = []
+        self.rows = len(rules.rows)
+        self.max_before = rules.max_before
+        for r in range(self.rows):
+            row = rules.rows[r]
+            self.row_pattern[r] = row.pattern
+            self.row_anchor[r] = row.anchor
+            self.row_before[r] = row.before
+            self.row_after[r] = row.after
+            self.unless_count[r] = len(row.unless)
+            for u in range(len(row.unless)):
+                text, anchored = row.unless[u]
+                self._texts.append(text)
+                self.unless[r][u] = <const unsigned char *>PyBytes_AS_STRING(text)
+                self.unless_length[r][u] = len(text)
+                self.unless_anchored[r][u] = anchored
+
+    cdef bint verdict(self, const unsigned char *text, Py_ssize_t size, bint complete,
+                      int *before, int *after) noexcept:
+        """``HighlightRules.verdict`` in C: whether a line whose first bytes
+        are ``text`` matches a rule, and the context its rules ask for."""
+        cdef Py_ssize_t start = 0, end = -1, length, low
+        cdef const unsigned char *pattern
+        cdef int r, u, anchor
+        cdef bint found = False, vetoed
+        while start < size and (text[start] == 32 or text[start] == 9):
+            start += 1
+        if complete:
+            end = size
+            while end > 0 and (text[end - 1] == 13 or text[end - 1] == 32
+                               or text[end - 1] == 9):
+                end -= 1
+        before[0] = after[0] = 0
+        for r in range(self.rows):
+            pattern = self.pattern[self.row_pattern[r]]
+            length = self.length[self.row_pattern[r]]
+            anchor = self.row_anchor[r]
+            if anchor & 2:  # at the end
+                low = start if anchor & 1 else 0
+                if end < 0 or end - length < low or (anchor & 1 and end - start != length):
+                    continue
+                if not _equal_folded(text + end - length, pattern, length):
+                    continue
+            elif anchor & 1:  # at the start
+                if size - start < length or not _equal_folded(text + start, pattern, length):
+                    continue
+            elif not _contains_folded(text, size, pattern, length):
+                continue
+            vetoed = False
+            for u in range(self.unless_count[r]):
+                if self.unless_anchored[r][u]:
+                    vetoed = (size - start >= self.unless_length[r][u] and memcmp(
+                        text + start, self.unless[r][u], self.unless_length[r][u]) == 0)
+                else:
+                    vetoed = _contains(text, size, self.unless[r][u], self.unless_length[r][u])
+                if vetoed:
+                    break
+            if vetoed:
+                continue
+            found = True
+            if self.row_before[r] > before[0]:
+                before[0] = self.row_before[r]
+            if self.row_after[r] > after[0]:
+                after[0] = self.row_after[r]
+        return found
 
     cdef Py_ssize_t find(self, const unsigned char *data, Py_ssize_t start,
                          Py_ssize_t size, Py_ssize_t *newlines) noexcept:
@@ -184,6 +262,31 @@ cdef inline bint _equal_folded(const unsigned char *data, const unsigned char *p
     return True
 
 
+cdef bint _contains_folded(const unsigned char *data, Py_ssize_t size,
+                           const unsigned char *pattern, Py_ssize_t length) noexcept:
+    # Only candidate lines get here, and rules look at line_limit bytes of
+    # them: a plain loop is enough.
+    cdef Py_ssize_t i
+    for i in range(size - length + 1):
+        if _FOLD[data[i]] == pattern[0] and _equal_folded(data + i, pattern, length):
+            return True
+    return False
+
+
+cdef bint _contains(const unsigned char *data, Py_ssize_t size, const unsigned char *text,
+                    Py_ssize_t length) noexcept:
+    cdef const unsigned char *at = data
+    cdef const unsigned char *end = data + size - length
+    while at <= end:
+        at = <const unsigned char *>memchr(at, text[0], end - at + 1)
+        if at == NULL:
+            return False
+        if memcmp(at, text, length) == 0:
+            return True
+        at += 1
+    return False
+
+
 cdef class _Scanner:
     """The highlight scanner of the compiled buffer; see ``_scanner_py.Scanner``,
     its twin, for what it does.  Called only from HeadTailBuffer methods that
@@ -204,6 +307,8 @@ cdef class _Scanner:
     cdef Py_ssize_t _window_len
     cdef list _first, _recent
     cdef Py_ssize_t _first_bytes, _recent_bytes
+    cdef int _after_left  # context lines owed to the last matching line
+    cdef list _prev  # context entries: the last lines not kept, for ``before``
 
     def __cinit__(self, rules, state=None):
         self.rules = rules
@@ -229,6 +334,8 @@ cdef class _Scanner:
         self._recent_bytes = _text_bytes(self._recent)
         self._first_closed = state.first_closed
         self.skipped = state.skipped
+        self._after_left = state.after_left
+        self._prev = list(state.prev)
 
     def __dealloc__(self):
         PyMem_Free(self._carry)
@@ -279,17 +386,124 @@ cdef class _Scanner:
         self._window_len = 0
 
     cdef void _pass_over(self, const unsigned char *data, Py_ssize_t start,
-                         Py_ssize_t end, Py_ssize_t newlines) noexcept:
+                         Py_ssize_t end, Py_ssize_t newlines, bint emit) noexcept:
         """data[start:end], with ``newlines`` '\n' bytes, holds no match:
-        count its lines, keep nothing."""
+        count its lines, keep nothing but the last ones a rule may want as
+        context before a later match."""
         cdef Py_ssize_t last
         if newlines == 0:
             self._extend(data + start, end - start)
             return
         last = start + tj_last_newline(data + start, end - start)
+        if emit and self._filter.max_before:
+            self._hold_lines(data, start, last, newlines)
         self.lines += <unsigned long long>newlines
         self._new_line(self.fed + <unsigned long long>(last + 1))
         self._extend(data + last + 1, end - last - 1)
+
+    cdef void _hold_lines(self, const unsigned char *data, Py_ssize_t start, Py_ssize_t last,
+                          Py_ssize_t newlines) noexcept:
+        """Hold the last lines that end in data[start:last + 1]; ``newlines`` end there."""
+        cdef Py_ssize_t ends[16]
+        cdef Py_ssize_t count = 1, wanted = self._filter.max_before, k, begin, end, size
+        cdef unsigned long long number
+        cdef bytes raw
+        if wanted > newlines:
+            wanted = newlines
+        ends[0] = last
+        while count < wanted:
+            ends[count] = start + tj_last_newline(data + start, ends[count - 1] - start)
+            count += 1
+        number = self.lines + <unsigned long long>(newlines - count + 1)
+        for k in range(count - 1, -1, -1):
+            end = ends[k]
+            begin = tj_last_newline(data + start, end - start)
+            if begin < 0:
+                # No newline before it here: it is the line the carry began
+                # (which _pass_over resets right after).
+                self._carry_add(data + start, end - start)
+                raw = self._entry(number, self._line_start, self._carry, self._carry_len,
+                                  self._line_length + <unsigned long long>(end - start), True)
+            else:
+                begin += start + 1
+                size = end - begin
+                if size > self._limit:
+                    size = self._limit
+                raw = self._entry(number, self.fed + <unsigned long long>begin, data + begin,
+                                  size, <unsigned long long>(end - begin), True)
+            if raw is not None:
+                self._hold(raw)
+            number += 1
+
+    cdef void _hold(self, bytes raw) noexcept:
+        try:
+            self._prev.append(raw)
+            if len(self._prev) > self._filter.max_before:
+                del self._prev[0]
+        except MemoryError:
+            pass  # the line is only not offered as context
+
+    cdef bytes _entry(self, unsigned long long number, unsigned long long start,
+                      const unsigned char *text, Py_ssize_t size, unsigned long long length,
+                      bint context):
+        """An entry for a line, or None when it cannot be allocated.  Only
+        C-level object operations: no Python code runs, so the append that got
+        here stays atomic."""
+        cdef bytes raw
+        cdef unsigned char *out
+        if length > <unsigned long long>size:
+            size = _complete_prefix_len(text, size)  # cut: never half a character
+        elif size > 0 and text[size - 1] == 13:
+            size -= 1  # CRLF
+        try:
+            raw = PyBytes_FromStringAndSize(NULL, _ENTRY_HEADER_SIZE + size)
+        except MemoryError:
+            return None
+        out = <unsigned char *>PyBytes_AS_STRING(raw)
+        _put_u64(out, number | (_CONTEXT_BIT if context else 0))
+        _put_u64(out + 8, start)
+        memcpy(out + _ENTRY_HEADER_SIZE, text, size)
+        return raw
+
+    cdef void _end_line(self) noexcept:
+        """The current line of the dropped middle ended: keep it if a rule
+        matches it (with its context) or if it is owed as context."""
+        cdef int before = 0, after = 0
+        cdef Py_ssize_t k, held
+        cdef bint found = False
+        cdef bytes raw
+        if self._matched:
+            found = self._filter.verdict(
+                self._carry, self._carry_len,
+                self._line_length <= <unsigned long long>self._carry_len, &before, &after)
+        if found:
+            held = len(self._prev)
+            k = held - before if before < held else 0
+            while k < held:
+                self._keep(self._prev[k])
+                k += 1
+            del self._prev[:]
+            raw = self._entry(self.lines + 1, self._line_start, self._carry, self._carry_len,
+                              self._line_length, False)
+            if raw is None:
+                self.skipped += 1
+            else:
+                self._keep(raw)
+            self._after_left = after if after > self._after_left - 1 else self._after_left - 1
+        elif self._after_left:
+            del self._prev[:]
+            raw = self._entry(self.lines + 1, self._line_start, self._carry, self._carry_len,
+                              self._line_length, True)
+            if raw is None:
+                self.skipped += 1
+            else:
+                self._keep(raw)
+            self._after_left -= 1
+        elif self._filter.max_before:
+            raw = self._entry(self.lines + 1, self._line_start, self._carry, self._carry_len,
+                              self._line_length, True)
+            if raw is not None:
+                self._hold(raw)
 
     cdef void feed(self, const unsigned char *data, Py_ssize_t size, bint emit) noexcept:
         """Scan the next ``size`` bytes of the stream; keep matching lines when ``emit``.
@@ -313,15 +527,19 @@ cdef class _Scanner:
             if self._filter.find(joined, 0, self._window_len + reach, &newlines) >= 0:
                 self._matched = True
         while position < size:
-            if self._matched:
+            if self._matched or self._after_left:
+                # A candidate line, or one owed as context: taken whole.
                 newline = <const unsigned char *>memchr(data + position, 10, size - position)
-                if newline == NULL:
-                    self._extend(data + position, size - position)
-                    break
-                end = newline - data
+                end = size if newline == NULL else newline - data
+                if not self._matched:
+                    newlines = 0
+                    if self._filter.find(data, position, end, &newlines) >= 0:
+                        self._matched = True
                 self._extend(data + position, end - position)
+                if newline == NULL:
+                    break
                 if emit:
-                    self._keep()
+                    self._end_line()
                 self.lines += 1
                 self._new_line(self.fed + <unsigned long long>(end + 1))
                 position = end + 1
@@ -329,10 +547,10 @@ cdef class _Scanner:
             newlines = 0
             found = self._filter.find(data, position, size, &newlines)
             if found < 0:
-                self._pass_over(data, position, size, newlines)
+                self._pass_over(data, position, size, newlines, emit)
                 break
             # Up to the match: lines without one, then the start of its line.
-            self._pass_over(data, position, found, newlines)
+            self._pass_over(data, position, found, newlines, emit)
             self._matched = True
             position = found
         self.fed += <unsigned long long>size
@@ -342,24 +560,10 @@ cdef class _Scanner:
         self.head_done = True
         self.head_lines = self.lines
 
-    cdef void _keep(self) noexcept:
-        # Only C-level object operations: no Python code runs, so the append
-        # that got here stays atomic.  A line that cannot be allocated is
-        # counted as not kept rather than failing the append.
-        cdef Py_ssize_t size = self._carry_len
-        cdef bytes raw
-        if self._line_length > <unsigned long long>size:
-            size = _complete_prefix_len(self._carry, size)  # cut: never half a character
-        elif size > 0 and self._carry[size - 1] == 13:
-            size -= 1  # CRLF
-        try:
-            raw = PyBytes_FromStringAndSize(NULL, _ENTRY_HEADER_SIZE + size)
-        except MemoryError:
-            self.skipped += 1
-            return
-        _put_u64(<unsigned char *>PyBytes_AS_STRING(raw), self.lines + 1)
-        _put_u64(<unsigned char *>PyBytes_AS_STRING(raw) + 8, self._line_start)
-        memcpy(PyBytes_AS_STRING(raw) + _ENTRY_HEADER_SIZE, self._carry, size)
+    cdef void _keep(self, bytes raw) noexcept:
+        # Only C-level object operations (see _entry).  A line that cannot be
+        # kept is counted as not kept rather than failing the append.
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(raw) - _ENTRY_HEADER_SIZE
         try:
             if not self._first_closed:
                 if self._first_bytes + size <= self._budget // 2:
@@ -384,22 +588,7 @@ cdef class _Scanner:
         allocated while a reader copies the buffer's state, so no collection
         (and no finalizer that could let another thread append) can run in
         the middle of that copy."""
-        cdef Py_ssize_t size = 0, offset = 0, length
-        cdef bytes blob
-        cdef char *out
-        for raw in self._first:
-            size += 4 + len(raw)
-        for raw in self._recent:
-            size += 4 + len(raw)
-        blob = PyBytes_FromStringAndSize(NULL, size)
-        out = PyBytes_AS_STRING(blob)
-        for entries in (self._first, self._recent):
-            for raw in <list>entries:
-                length = PyBytes_GET_SIZE(raw)
-                _put_u32(<unsigned char *>out + offset, <unsigned int>length)
-                memcpy(out + offset + 4, PyBytes_AS_STRING(raw), length)
-                offset += 4 + length
-        return blob
+        return _joined(self._first, self._recent)
 
     cdef object state(self):
         return _hl.ScannerState(
@@ -408,16 +597,39 @@ cdef class _Scanner:
             PyBytes_FromStringAndSize(<char *>self._carry, self._carry_len),
             PyBytes_FromStringAndSize(<char *>self._window, self._window_len),
             tuple(self._first), self._first_closed, tuple(self._recent), self.skipped,
+            self._after_left, tuple(self._prev),
         )
 
     cdef Py_ssize_t held(self):
         return (self._first_bytes + self._recent_bytes
                 + (len(self._first) + len(self._recent)) * _ENTRY_HEADER_SIZE
-                + self._carry_alloc + sizeof(self._window))
+                + self._carry_alloc + sizeof(self._window) + _text_bytes(self._prev)
+                + len(self._prev) * _ENTRY_HEADER_SIZE)
+
+
+cdef bytes _joined(list first, list second):
+    """Entries as one bytes object, each after its u32 length (see kept_blob)."""
+    cdef Py_ssize_t size = 0, offset = 0, length
+    cdef bytes blob
+    cdef char *out
+    for raw in first:
+        size += 4 + len(raw)
+    for raw in second:
+        size += 4 + len(raw)
+    blob = PyBytes_FromStringAndSize(NULL, size)
+    out = PyBytes_AS_STRING(blob)
+    for entries in (first, second):
+        for raw in <list>entries:
+            length = PyBytes_GET_SIZE(raw)
+            _put_u32(<unsigned char *>out + offset, <unsigned int>length)
+            memcpy(out + offset + 4, PyBytes_AS_STRING(raw), length)
+            offset += 4 + length
+    return blob
 
 
 cdef Py_ssize_t _ENTRY_HEADER_SIZE = 16  # _highlights.ENTRY_HEADER: two u64, little-endian
-assert _hl.ENTRY_HEADER.size == _ENTRY_HEADER_SIZE
+cdef unsigned long long _CONTEXT_BIT = 1ULL << 63  # _highlights.CONTEXT_BIT
+assert _hl.ENTRY_HEADER.size == _ENTRY_HEADER_SIZE and _hl.CONTEXT_BIT == _CONTEXT_BIT
 
 
 cdef inline void _put_u32(unsigned char *out, unsigned int value) noexcept:
@@ -896,8 +1108,9 @@ cdef class HeadTailBuffer:
         start a collection are built afterwards.  ``full`` adds what a
         snapshot needs beyond what rendering needs."""
         cdef _Scanner scanner = self._scanner
-        cdef bytes blob = None, carry = None, window = None
+        cdef bytes blob = None, carry = None, window = None, prev = None
         cdef Py_ssize_t first_count = 0
+        cdef int after_left = 0
         cdef unsigned long long fed = 0, head_lines = 0, lines = 0, line_start = 0
         cdef unsigned long long line_length = 0, skipped = 0
         cdef bint head_done = False, matched = False, first_closed = False
@@ -913,24 +1126,26 @@ cdef class HeadTailBuffer:
             if full:
                 carry = PyBytes_FromStringAndSize(<char *>scanner._carry, scanner._carry_len)
                 window = PyBytes_FromStringAndSize(<char *>scanner._window, scanner._window_len)
+                prev = _joined(scanner._prev, [])
             fed, head_done, head_lines, lines = (
                 scanner.fed, scanner.head_done, scanner.head_lines, scanner.lines)
             line_start, line_length, matched = (
                 scanner._line_start, scanner._line_length, scanner._matched)
             first_closed, skipped = scanner._first_closed, scanner.skipped
+            after_left = scanner._after_left
         if release:
             self._become_spilled(ahead)
         if scanner is None:
             return (head, tail, total, sealed, None)
         numbers = (fed, head_done, head_lines, lines, line_start, line_length, matched,
-                   first_closed, skipped)
-        return (head, tail, total, sealed, (blob, first_count, carry, window, numbers))
+                   first_closed, skipped, after_left)
+        return (head, tail, total, sealed, (blob, first_count, carry, window, prev, numbers))
 
     cdef object _scan_of(self, tuple scanned):
         if scanned is None:
             return None
-        blob, first_count, _, _, numbers = scanned
-        fed, head_done, head_lines, lines, _, _, _, _, skipped = numbers
+        blob, first_count, _, _, _, numbers = scanned
+        fed, head_done, head_lines, lines, _, _, _, _, skipped, _ = numbers
         entries = _hl.split_entries(blob)
         return _shared.scan_view(lines - head_lines if head_done else 0,
                                  entries[:first_count], entries[first_count:], skipped)
@@ -939,14 +1154,15 @@ cdef class HeadTailBuffer:
         head, tail, total, sealed, scanned = self._read(True, release, ahead)
         scanner = None
         if scanned is not None:
-            blob, first_count, carry, window, numbers = scanned
+            blob, first_count, carry, window, prev, numbers = scanned
             (fed, head_done, head_lines, lines, line_start, line_length, matched,
-             first_closed, skipped) = numbers
+             first_closed, skipped, after_left) = numbers
             entries = _hl.split_entries(blob)
             scanner = _hl.ScannerState(
                 self._scanner.rules, fed, head_done, head_lines, lines, line_start,
                 line_length, matched, carry, window, tuple(entries[:first_count]),
-                first_closed, tuple(entries[first_count:]), skipped)
+                first_closed, tuple(entries[first_count:]), skipped, after_left,
+                tuple(_hl.split_entries(prev)))
         return _shared.SnapshotState(
             self._head_limit, self._tail_cap, total, sealed, head, tail, scanner)
 

@@ -203,13 +203,14 @@ def read_from(head: bytes, tail: bytes, total: int, offset: int) -> tuple[int, b
 # Snapshot format, little-endian:
 #   magic "TJHB", version u8, flags u8 (bit 0: sealed, bit 1: highlights),
 #   reserved u16, head capacity u64, tail capacity u64, total u64, head length
-#   u64, tail length u64, head bytes, tail bytes (oldest first), in version 2
-#   the highlight section when flag bit 1 is set (``_highlights``), and
-#   CRC-32 u32 of everything before it.  Version 1 had no highlights and is
-#   still read; version 2 is written.
+#   u64, tail length u64, head bytes, tail bytes (oldest first), since version
+#   2 the highlight section when flag bit 1 is set (``_highlights``), and
+#   CRC-32 u32 of everything before it.  Version 1 had no highlights, version
+#   2 plain patterns without context; both are still read, version 3 is
+#   written.
 _MAGIC = b"TJHB"
-_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 _FLAG_SEALED = 1
 _FLAG_HIGHLIGHTS = 2
 _HEADER = struct.Struct("<4sBBHQQQQQ")
@@ -289,7 +290,7 @@ def decode_snapshot(data: object) -> SnapshotState:
     scanner = None
     end = tail_end
     if flags & _FLAG_HIGHLIGHTS:
-        scanner, end = decode_section(body, tail_end, total)
+        scanner, end = decode_section(body, tail_end, total, version)
     if end != len(body):
         raise CorruptSnapshot(
             f"snapshot is truncated or padded: {len(raw)} bytes, its contents end at "

@@ -1,13 +1,13 @@
 """Highlight lines: the rules, the kept lines, and the cold half of the scanner.
 
 A head+tail cut drops the middle of a stream.  With highlight rules, every
-complete line that ends in the dropped middle and contains one of the rules'
-patterns (ASCII case-insensitive) is kept, within a byte budget, with its line
-number and byte offset.  The scanning itself is hot and lives in each buffer
+complete line that ends in the dropped middle and matches a rule is kept,
+with the context lines its rule asks for, within a byte budget, with its
+line number and byte offset.  The rules themselves are data
+(``_highlight_rules``).  The scanning itself is hot and lives in each buffer
 twin (``_buffer.pyx`` and ``_scanner_py.py``); what they share, and what must
 be written once so they cannot drift apart, is here: validating the rules,
-cutting a kept line, the order the reservoir keeps lines in, the snapshot
-section and rendering.
+deciding a line, cutting a kept line, the snapshot section and rendering.
 """
 
 from __future__ import annotations
@@ -15,24 +15,37 @@ from __future__ import annotations
 import struct
 from typing import Iterable, NamedTuple, Optional, Union, cast
 
+from journal._highlight_rules import DEFAULT_RULES, HighlightRule
 from journal.errors import CorruptSnapshot
 
-__all__ = ["DEFAULT_PATTERNS", "Highlight", "HighlightRules"]
+__all__ = ["DEFAULT_PATTERNS", "DEFAULT_RULES", "Highlight", "HighlightRule", "HighlightRules"]
 
-#: Patterns a journal looks for unless told otherwise.  ``warning`` is left
-#: out on purpose: compilers print so many that they would crowd out errors.
-DEFAULT_PATTERNS = ("error", "fatal", "exception", "traceback", "failed", "panic")
+#: The rules a journal uses unless told otherwise (``_highlight_rules``).
+#: The name is the one config and older callers know.
+DEFAULT_PATTERNS = DEFAULT_RULES
 DEFAULT_BUDGET = 4096
 DEFAULT_LINE_LIMIT = 512
-MAX_PATTERNS = 32
+MAX_PATTERNS = 32  # distinct texts the candidate filter looks for (32-bit masks)
+MAX_RULES = 64
 MAX_PATTERN_LENGTH = 64
+MAX_UNLESS = 16
+MAX_CONTEXT = 16
 MAX_BUDGET = 1 << 30
+
+# Anchors of a rule's match (bits).
+ANCHOR_START = 1
+ANCHOR_END = 2
+_BLANKS = b" \t"
 
 # One kept line is stored as a single bytes object: a 16-byte header
 # (line number, byte offset) and the line's text.  Bytes are not tracked by
 # the garbage collector, which keeps the compiled append free of GC work.
+# Bit 63 of the line number marks a context line: no stream has 2**63 lines.
 ENTRY_HEADER = struct.Struct("<QQ")
+CONTEXT_BIT = 1 << 63
 _U32 = struct.Struct("<I")
+
+PatternLike = Union[str, bytes, bytearray, HighlightRule]
 
 
 class Highlight(NamedTuple):
@@ -45,41 +58,72 @@ class Highlight(NamedTuple):
     #: The line without its line ending, cut to ``line_limit`` bytes at a
     #: UTF-8 character boundary.
     text: bytes
+    #: True for a line kept as context of a matching line, not for itself.
+    context: bool = False
+
+
+class Row(NamedTuple):
+    """A rule as the scanners run it."""
+
+    pattern: int  # index into HighlightRules.patterns
+    anchor: int  # ANCHOR_START | ANCHOR_END bits
+    unless: tuple[tuple[bytes, bool], ...]  # (text, anchored at the start)
+    before: int
+    after: int
 
 
 class HighlightRules:
     """What a buffer keeps from its dropped middle.
 
-    ``patterns`` are matched ASCII case-insensitively anywhere in a line
-    (str patterns are UTF-8 encoded); ``budget`` bounds the bytes of kept line
-    text, and ``line_limit`` the bytes kept of any one line.  When more
-    matching lines arrive than the budget holds, the earliest ones (up to
-    half the budget) and the most recent ones are kept, and the others are
-    counted.
+    ``patterns`` is a list of rules (``HighlightRule`` rows, see
+    ``_highlight_rules``) or plain texts (str or bytes), each of which is a
+    rule named after itself that matches lines containing it (ASCII
+    case-insensitively; ``^`` and ``$`` anchor it).  ``budget`` bounds the
+    bytes of kept line text, context lines included, and ``line_limit`` the
+    bytes kept of any one line (rules look at those bytes only).  When more
+    lines match than the budget holds, the earliest ones (up to half the
+    budget) and the most recent ones are kept, and the others are counted:
+    a line can only be pushed out by lines that came after it.
     """
 
-    __slots__ = ("patterns", "budget", "line_limit")
+    __slots__ = ("rules", "patterns", "rows", "max_before", "budget", "line_limit")
 
     # Set once in __init__ (through object.__setattr__: the class is immutable).
-    patterns: tuple[bytes, ...]
+    rules: tuple[HighlightRule, ...]
+    patterns: tuple[bytes, ...]  # the distinct folded texts the filter looks for
+    rows: tuple[Row, ...]
+    max_before: int
     budget: int
     line_limit: int
 
     def __init__(
         self,
-        patterns: Iterable[Union[str, bytes]] = DEFAULT_PATTERNS,
+        patterns: Iterable[PatternLike] = DEFAULT_RULES,
         budget: int = DEFAULT_BUDGET,
         line_limit: int = DEFAULT_LINE_LIMIT,
     ) -> None:
-        folded = tuple(_pattern(item) for item in _sequence(patterns))
-        if not folded:
+        # Duplicates would only cost time; keep the first of each.
+        rules = tuple(dict.fromkeys(_rule(item) for item in _sequence(patterns)))
+        if not rules:
             raise ValueError("highlight rules need at least one pattern")
-        if len(folded) > MAX_PATTERNS:
-            raise ValueError(f"at most {MAX_PATTERNS} highlight patterns, got {len(folded)}")
+        if len(rules) > MAX_RULES:
+            raise ValueError(f"at most {MAX_RULES} highlight rules, got {len(rules)}")
         budget = _size(budget, "budget", 2, MAX_BUDGET)
         line_limit = _size(line_limit, "line_limit", 1, budget // 2)
-        # Duplicates would only cost time; keep the first of each.
-        object.__setattr__(self, "patterns", tuple(dict.fromkeys(folded)))
+        texts: dict[bytes, int] = {}
+        rows = []
+        for rule in rules:
+            text, anchor = _anchored(rule.match)
+            index = texts.setdefault(text.lower(), len(texts))
+            unless = tuple(_exclusion(item) for item in rule.unless)
+            rows.append(Row(index, anchor, unless, rule.before, rule.after))
+        if len(texts) > MAX_PATTERNS:
+            raise ValueError(
+                f"at most {MAX_PATTERNS} distinct highlight patterns, got {len(texts)}")
+        object.__setattr__(self, "rules", rules)
+        object.__setattr__(self, "patterns", tuple(texts))
+        object.__setattr__(self, "rows", tuple(rows))
+        object.__setattr__(self, "max_before", max(row.before for row in rows))
         object.__setattr__(self, "budget", budget)
         object.__setattr__(self, "line_limit", line_limit)
 
@@ -94,15 +138,117 @@ class HighlightRules:
     def __hash__(self) -> int:
         return hash(self._key())
 
-    def _key(self) -> tuple[tuple[bytes, ...], int, int]:
-        return (self.patterns, self.budget, self.line_limit)
+    def _key(self) -> tuple[tuple[HighlightRule, ...], int, int]:
+        return (self.rules, self.budget, self.line_limit)
 
     def __repr__(self) -> str:
-        names = ", ".join(p.decode("utf-8", "replace") for p in self.patterns)
+        names = ", ".join(rule.name for rule in self.rules)
         return f"HighlightRules([{names}], budget={self.budget}, line_limit={self.line_limit})"
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         return (HighlightRules, self._key())
+
+    def verdict(self, text: bytes, complete: bool) -> Optional[tuple[int, int]]:
+        """``(before, after)`` context lines if a line whose first bytes are
+        ``text`` matches a rule (``complete``: ``text`` is the whole line,
+        CR included), else None.  The compiled scanner has this in C."""
+        folded = text.lower()
+        start = len(text) - len(text.lstrip(_BLANKS))
+        end = len(text.rstrip(b"\r \t")) if complete else -1
+        found = False
+        before = after = 0
+        for row in self.rows:
+            pattern = self.patterns[row.pattern]
+            if not _row_matches(row, pattern, folded, start, end):
+                continue
+            if any(_contains(text, item, anchored, start) for item, anchored in row.unless):
+                continue
+            found = True
+            before = max(before, row.before)
+            after = max(after, row.after)
+        return (before, after) if found else None
+
+
+def _row_matches(row: Row, pattern: bytes, folded: bytes, start: int, end: int) -> bool:
+    if row.anchor & ANCHOR_END:
+        if end < 0 or end - len(pattern) < (start if row.anchor & ANCHOR_START else 0):
+            return False
+        if row.anchor & ANCHOR_START and end - start != len(pattern):
+            return False
+        return folded.startswith(pattern, end - len(pattern))
+    if row.anchor & ANCHOR_START:
+        return folded.startswith(pattern, start)
+    return pattern in folded
+
+
+def _contains(text: bytes, item: bytes, anchored: bool, start: int) -> bool:
+    return text.startswith(item, start) if anchored else item in text
+
+
+def _rule(item: object) -> HighlightRule:
+    if isinstance(item, HighlightRule):
+        return _checked_rule(item)
+    if isinstance(item, str):
+        raw = item.encode("utf-8", "surrogateescape")
+    elif isinstance(item, (bytes, bytearray)):
+        raw = bytes(item)
+    else:
+        raise TypeError(
+            f"a highlight pattern is str, bytes or HighlightRule, not {type(item).__name__}")
+    # A plain text folds like the scanners fold (ASCII only) and names itself.
+    text = raw.lower().decode("utf-8", "surrogateescape")
+    return _checked_rule(HighlightRule(text, text))
+
+
+def _checked_rule(rule: HighlightRule) -> HighlightRule:
+    name, match, unless, before, after = rule
+    if not isinstance(name, str) or not 1 <= len(_raw(name)) <= MAX_PATTERN_LENGTH:
+        raise ValueError(f"a highlight rule's name is a str of 1 to 64 bytes, got {name!r}")
+    if not isinstance(match, str):
+        raise TypeError(f"highlight rule {name!r}: match is a str, not {type(match).__name__}")
+    _anchored(match)  # raises on a bad text
+    if isinstance(unless, (str, bytes)) or not isinstance(unless, (tuple, list)):
+        raise TypeError(f"highlight rule {name!r}: unless is a tuple of str, got {unless!r}")
+    if len(unless) > MAX_UNLESS:
+        raise ValueError(f"highlight rule {name!r}: at most {MAX_UNLESS} unless texts")
+    for item in unless:
+        if not isinstance(item, str):
+            raise TypeError(f"highlight rule {name!r}: an unless text is a str, got {item!r}")
+        _exclusion(item)
+    for field, value in (("before", before), ("after", after)):
+        _size(value, f"rule {name!r} {field}", 0, MAX_CONTEXT)
+    return HighlightRule(name, match, tuple(unless), before, after)
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _checked_text(raw: bytes, shown: str) -> bytes:
+    if not 1 <= len(raw) <= MAX_PATTERN_LENGTH:
+        raise ValueError(
+            f"a highlight pattern is 1 to {MAX_PATTERN_LENGTH} bytes, got {len(raw)}: {shown!r}"
+        )
+    if b"\n" in raw:
+        raise ValueError(f"a highlight pattern cannot contain a newline: {shown!r}")
+    return raw
+
+
+def _anchored(match: str) -> tuple[bytes, int]:
+    raw = _raw(match)
+    anchor = 0
+    if raw.startswith(b"^") and len(raw) > 1:
+        raw, anchor = raw[1:], anchor | ANCHOR_START
+    if raw.endswith(b"$") and len(raw) > 1:
+        raw, anchor = raw[:-1], anchor | ANCHOR_END
+    return _checked_text(raw, match), anchor
+
+
+def _exclusion(item: str) -> tuple[bytes, bool]:
+    raw = _raw(item)
+    if raw.startswith(b"^") and len(raw) > 1:
+        return _checked_text(raw[1:], item), True
+    return _checked_text(raw, item), False
 
 
 def _sequence(patterns: object) -> tuple[object, ...]:
@@ -115,22 +261,6 @@ def _sequence(patterns: object) -> tuple[object, ...]:
         raise TypeError(
             f"highlight patterns must be a list of str or bytes, not {type(patterns).__name__}"
         ) from None
-
-
-def _pattern(item: object) -> bytes:
-    if isinstance(item, str):
-        raw = item.encode("utf-8")
-    elif isinstance(item, (bytes, bytearray)):
-        raw = bytes(item)
-    else:
-        raise TypeError(f"a highlight pattern is str or bytes, not {type(item).__name__}")
-    if not 1 <= len(raw) <= MAX_PATTERN_LENGTH:
-        raise ValueError(
-            f"a highlight pattern is 1 to {MAX_PATTERN_LENGTH} bytes, got {len(raw)}: {item!r}"
-        )
-    if b"\n" in raw:
-        raise ValueError(f"a highlight pattern cannot contain a newline: {item!r}")
-    return raw.lower()  # ASCII-only folding, like the scanners
 
 
 def _size(value: object, name: str, minimum: int, maximum: int) -> int:
@@ -172,8 +302,12 @@ def complete_prefix_len(data: bytes) -> int:
     return start if end - start < needed else end
 
 
-def entry(line: int, offset: int, text: bytes) -> bytes:
-    return ENTRY_HEADER.pack(line, offset) + text
+def entry(line: int, offset: int, text: bytes, context: bool = False) -> bytes:
+    return ENTRY_HEADER.pack(line | (CONTEXT_BIT if context else 0), offset) + text
+
+
+def is_context(raw: bytes) -> bool:
+    return bool(raw[7] & 0x80)  # the top byte of the little-endian line number
 
 
 def split_entries(blob: bytes) -> list[bytes]:
@@ -189,7 +323,7 @@ def split_entries(blob: bytes) -> list[bytes]:
 
 def decode_entry(raw: bytes) -> Highlight:
     line, offset = ENTRY_HEADER.unpack_from(raw)
-    return Highlight(line, offset, raw[ENTRY_HEADER.size :])
+    return Highlight(line & ~CONTEXT_BIT, offset, raw[ENTRY_HEADER.size :], bool(line >> 63))
 
 
 class ScannerState(NamedTuple):
@@ -202,50 +336,78 @@ class ScannerState(NamedTuple):
     lines: int  # newlines in the scanned bytes
     line_start: int  # stream offset of the line being scanned
     line_length: int  # its bytes scanned so far
-    matched: bool  # it contains a pattern
+    matched: bool  # it contains a pattern: a candidate, decided at its end
     carry: bytes  # its first bytes, up to line_limit
     window: bytes  # its last bytes, shorter than the longest pattern
     first: tuple[bytes, ...]  # entries: the earliest kept lines
     first_closed: bool  # a line did not fit in ``first``: it takes no more
     recent: tuple[bytes, ...]  # entries: the most recent kept lines
     skipped: int  # matching lines not kept
+    after_left: int = 0  # context lines still owed to the last matching line
+    prev: tuple[bytes, ...] = ()  # context entries: the last lines not kept, for ``before``
 
 
-# Snapshot section (format version 2, after the tail bytes, when flag bit 1
-# is set), little-endian: budget u32, line limit u32, pattern count u8,
-# matched u8, head_done u8, first_closed u8, fed, head_lines, lines,
-# line_start, line_length, skipped (u64 each), first count u32, recent count
-# u32, carry length u32, window length u8; then the patterns (u8 length +
-# bytes each), carry, window, and the entries (u32 length + bytes each).
+# Snapshot section (after the tail bytes, when flag bit 1 is set),
+# little-endian: budget u32, line limit u32, rule count u8, matched u8,
+# head_done u8, first_closed u8, fed, head_lines, lines, line_start,
+# line_length, skipped (u64 each), first count u32, recent count u32, carry
+# length u32, window length u8; then the rules, carry, window, and the
+# entries (u32 length + bytes each).  Format version 2 had plain patterns
+# (u8 length + bytes each) for rules; version 3 has, for each rule, its name,
+# match and unless texts (u8 length + bytes each, the unless texts after
+# their u8 count) and before, after (u8 each), and after the entries
+# after_left u8, prev count u8 and the prev entries.
 _SECTION = struct.Struct("<IIBBBBQQQQQQIIIB")
 _U8 = struct.Struct("<B")
+_TRAILER = struct.Struct("<BB")
 
 
 def encode_section(state: ScannerState) -> bytes:
     rules = state.rules
     out = [
         _SECTION.pack(
-            rules.budget, rules.line_limit, len(rules.patterns), state.matched,
+            rules.budget, rules.line_limit, len(rules.rules), state.matched,
             state.head_done, state.first_closed, state.fed, state.head_lines,
             state.lines, state.line_start, state.line_length, state.skipped,
             len(state.first), len(state.recent), len(state.carry), len(state.window),
         )
     ]
-    for pattern in rules.patterns:
-        out += (_U8.pack(len(pattern)), pattern)
+    for rule in rules.rules:
+        out += _texts(rule.name, rule.match)
+        out += (_U8.pack(rule.before), _U8.pack(rule.after), _U8.pack(len(rule.unless)))
+        out += _texts(*rule.unless)
     out += (state.carry, state.window)
     for raw in state.first + state.recent:
+        out += (_U32.pack(len(raw)), raw)
+    out.append(_TRAILER.pack(state.after_left, len(state.prev)))
+    for raw in state.prev:
         out += (_U32.pack(len(raw)), raw)
     return b"".join(out)
 
 
-def decode_section(raw: bytes, start: int, total: int) -> tuple[ScannerState, int]:
+def _texts(*texts: str) -> list[bytes]:
+    out: list[bytes] = []
+    for text in texts:
+        raw = _raw(text)
+        out += (_U8.pack(len(raw)), raw)
+    return out
+
+
+def decode_section(raw: bytes, start: int, total: int, version: int) -> tuple[ScannerState, int]:
     """Parse a section at ``raw[start:]``; return it and where it ended."""
     reader = _Reader(raw, start)
     (budget, line_limit, count, matched, head_done, first_closed, fed, head_lines, lines,
      line_start, line_length, skipped, n_first, n_recent, carry_len, window_len) = (
         reader.unpack(_SECTION))
-    patterns = [reader.take(reader.unpack(_U8)[0]) for _ in range(count)]
+    patterns: list[PatternLike] = []
+    for _ in range(count):
+        if version < 3:
+            patterns.append(reader.take(reader.unpack(_U8)[0]))
+            continue
+        name, match = (reader.text() for _ in range(2))
+        before, after, n_unless = (reader.unpack(_U8)[0] for _ in range(3))
+        unless = tuple(reader.text() for _ in range(n_unless))
+        patterns.append(HighlightRule(name, match, unless, before, after))
     try:
         rules = HighlightRules(patterns, budget, line_limit)
     except (TypeError, ValueError) as exc:
@@ -253,10 +415,12 @@ def decode_section(raw: bytes, start: int, total: int) -> tuple[ScannerState, in
     carry = reader.take(carry_len)
     window = reader.take(window_len)
     entries = [reader.take(reader.unpack(_U32)[0]) for _ in range(n_first + n_recent)]
+    after_left, n_prev = reader.unpack(_TRAILER) if version >= 3 else (0, 0)
+    prev = tuple(reader.take(reader.unpack(_U32)[0]) for _ in range(n_prev))
     state = ScannerState(
         rules, fed, bool(head_done), head_lines, lines, line_start, line_length, bool(matched),
         carry, window, tuple(entries[:n_first]), bool(first_closed), tuple(entries[n_first:]),
-        skipped,
+        skipped, after_left, prev,
     )
     _check_state(state, total, max(matched, head_done, first_closed))
     return state, reader.position
@@ -278,6 +442,9 @@ class _Reader:
     def unpack(self, layout: struct.Struct) -> tuple[int, ...]:
         return layout.unpack(self.take(layout.size))
 
+    def text(self) -> str:
+        return self.take(self.unpack(_U8)[0]).decode("utf-8", "surrogateescape")
+
 
 def _check_state(state: ScannerState, total: int, biggest_flag: int) -> None:
     rules = state.rules
@@ -295,7 +462,14 @@ def _check_state(state: ScannerState, total: int, biggest_flag: int) -> None:
         problems.append("the current line's window does not match its length")
     if state.head_lines > state.lines:
         problems.append("the head has more lines than the stream")
+    if state.after_left > max(row.after for row in rules.rows):
+        problems.append("more context lines are owed than any rule asks for")
+    if len(state.prev) > rules.max_before:
+        problems.append("more lines are held for context than any rule asks for")
     held = 0
+    for raw in state.prev:
+        if len(raw) < ENTRY_HEADER.size or len(raw) - ENTRY_HEADER.size > rules.line_limit:
+            problems.append("a line held for context has a bad size")
     for raw in state.first + state.recent:
         if len(raw) < ENTRY_HEADER.size or len(raw) - ENTRY_HEADER.size > rules.line_limit:
             problems.append("a kept line has a bad size")
@@ -313,6 +487,7 @@ HIGHLIGHT_MARKER = (
     "\n[... {dropped} bytes, {lines} lines omitted; {highlights} highlighted lines follow ...]\n"
 )
 _LINE = "[line {line}] "
+_CONTEXT = "[line {line}] | "  # a context line, told from a match by the bar
 _SKIPPED = "[... {skipped} more highlighted lines not kept ...]\n"
 _END = "[... end of highlights; the last {tail} bytes follow ...]\n"
 
@@ -326,7 +501,8 @@ def render_highlights(
     for index, item in enumerate(kept):
         if index == first_count and skipped:
             out.append(_SKIPPED.format(skipped=skipped).encode("ascii"))
-        out += (_LINE.format(line=item.line).encode("ascii"), item.text, b"\n")
+        label = _CONTEXT if item.context else _LINE
+        out += (label.format(line=item.line).encode("ascii"), item.text, b"\n")
     if skipped and first_count == len(kept):
         out.append(_SKIPPED.format(skipped=skipped).encode("ascii"))
     if kept or skipped:

@@ -11,10 +11,19 @@ import sys
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from journal._buffer_shared import MAX_CAPACITY
-from journal._highlights import DEFAULT_LINE_LIMIT, DEFAULT_PATTERNS, MAX_BUDGET, HighlightRules
+from journal._highlights import (
+    DEFAULT_LINE_LIMIT,
+    DEFAULT_PATTERNS,
+    MAX_BUDGET,
+    HighlightRule,
+    HighlightRules,
+)
+
+#: A highlight pattern: a plain text, or a rule (``journal._highlight_rules.HighlightRule``).
+Pattern = Union[str, HighlightRule]
 from journal.errors import ConfigError
 
 __all__ = ["MAX_SECONDS", "MAX_SHARDS", "JournalConfig"]
@@ -73,9 +82,11 @@ class JournalConfig(_DerivedRules):
     #: How often deadlines, leases and retention are enforced in the
     #: background; 0 disables the timer (call ``TaskJournal.sweep()`` yourself).
     sweep_interval: float = 1.0
-    #: Lines of the dropped middle kept when they contain one of these
-    #: (ASCII case-insensitive).  From the environment: ``error,fatal``.
-    highlight_patterns: tuple[str, ...] = DEFAULT_PATTERNS
+    #: Lines of the dropped middle kept when they match one of these rules
+    #: (the default table knows the common toolchains; plain texts match
+    #: lines containing them, ASCII case-insensitively).  From the
+    #: environment, plain texts: ``error,fatal``.
+    highlight_patterns: tuple[Pattern, ...] = DEFAULT_PATTERNS
     #: Bytes of highlight lines kept per stream; 0 turns highlights off.
     highlight_budget: int = 4096
     #: Bytes kept of any one highlight line (at most half the budget).
@@ -83,7 +94,7 @@ class JournalConfig(_DerivedRules):
     #: Per-stream patterns overriding ``highlight_patterns``; an empty list
     #: turns highlights off for that stream.  From the environment:
     #: ``stderr=error|warning,stdin=``.
-    stream_highlights: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    stream_highlights: Mapping[str, tuple[Pattern, ...]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("head_bytes", "tail_bytes"):
@@ -127,7 +138,7 @@ class JournalConfig(_DerivedRules):
         """The highlight rules of a stream with this name, or None when off."""
         return self._stream_rules.get(stream, self._default_rules)
 
-    def _rules(self, field: str, patterns: tuple[str, ...]) -> Optional[HighlightRules]:
+    def _rules(self, field: str, patterns: tuple[Pattern, ...]) -> Optional[HighlightRules]:
         if self.highlight_budget == 0 or not patterns:
             return None
         try:
@@ -209,16 +220,18 @@ def _frozen_limits(limits: object) -> Mapping[str, tuple[int, int]]:
     return MappingProxyType(frozen)
 
 
-def _pattern_tuple(name: str, patterns: object) -> tuple[str, ...]:
+def _pattern_tuple(name: str, patterns: object) -> tuple[Pattern, ...]:
     if isinstance(patterns, str) or not isinstance(patterns, (tuple, list)):
         raise _error(name, f"must be a list of patterns, got {patterns!r}")
     for item in patterns:
+        if isinstance(item, HighlightRule):
+            continue  # HighlightRules checks it
         if not isinstance(item, str) or not item:
             raise _error(name, f"has a bad pattern {item!r}")
     return tuple(patterns)
 
 
-def _frozen_highlights(overrides: object) -> Mapping[str, tuple[str, ...]]:
+def _frozen_highlights(overrides: object) -> Mapping[str, tuple[Pattern, ...]]:
     if not isinstance(overrides, Mapping):
         raise _error("stream_highlights", f"must map stream names to patterns, got {overrides!r}")
     frozen = {}

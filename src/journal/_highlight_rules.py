@@ -1,0 +1,93 @@
+"""The default highlight rules: what the common toolchains print when they fail.
+
+Rules are data, one row each, so that a new toolchain is a new row (and a row
+in the README's table), never a new branch in a scanner.  A row says:
+
+- ``match``: the text a line must contain, ASCII case-insensitively.  A
+  leading ``^`` anchors it at the line's start (after any indentation, since
+  tools indent nested tests), a trailing ``$`` at its end (before any
+  trailing blanks or CR).
+- ``unless``: texts that veto the row when the line contains them, matched
+  exactly (case-sensitively: pass markers have a fixed case, ``PASSED``,
+  ``... ok``, while test names vary).  A leading ``^`` anchors one at the
+  line's start, after indentation.
+- ``before`` / ``after``: context lines kept with a matching line, because a
+  failure's cause often sits right next to its marker line.
+
+A line matches when one row matches its first ``line_limit`` bytes (what a
+highlight keeps of it); its context is the most any matching row asks for.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = ["DEFAULT_RULES", "HighlightRule", "PASS_MARKERS"]
+
+
+class HighlightRule(NamedTuple):
+    """One row of highlight rules (see the module docstring)."""
+
+    name: str
+    match: str
+    unless: tuple[str, ...] = ()
+    before: int = 0
+    after: int = 0
+
+
+#: What passing tests print around their names, in the tools listed below:
+#: a test called ``test_error_handling`` must not be kept for its name.
+PASS_MARKERS = (
+    "PASSED",  # pytest -v
+    "... ok",  # cargo test, unittest -v
+    "--- PASS",  # go test -v
+    "=== RUN", "=== PAUSE", "=== CONT", "=== NAME",  # go test -v
+    "^ok ",  # TAP (node --test), go test
+    "# Subtest:",  # TAP v13 (node --test)
+    "\u2714",  # check mark: node's spec reporter, jest, JUnit 5
+    "\u2713",  # check mark: mocha, jest
+    "Errors: 0",  # Maven / surefire counts
+    "Failures: 0",
+    "-Werror",  # a compiler command line, not a failure
+)
+
+_PASS = PASS_MARKERS
+
+DEFAULT_RULES: tuple[HighlightRule, ...] = (
+    # Words that almost every toolchain prints on failure.  They carry no
+    # context: their message is on their line, and context is for the rows
+    # below that know where a tool puts the cause.
+    HighlightRule("error", "error", _PASS),
+    HighlightRule("fatal", "fatal", _PASS),
+    HighlightRule("exception", "exception", _PASS),
+    HighlightRule("traceback", "traceback (most recent call last)"),
+    HighlightRule("failed", "failed", _PASS),
+    HighlightRule("panic", "panic", _PASS),
+    HighlightRule("rust-panic", "panicked at", after=2),  # the message is on the next line
+    HighlightRule("tap-error", "error: |-$", after=3),  # node --test: the message follows
+    # A marker at a line's start: the identity of a failed test or target.
+    HighlightRule("fail-marker", "^fail"),  # FAIL: (unittest), FAIL pkg (go), FAILED (pytest)
+    HighlightRule("failure-marker", "<<< fail", after=1),  # surefire (Maven, JUnit)
+    HighlightRule("maven-error", "^[error]"),  # whatever counts its line holds
+    HighlightRule("go-test", "^--- fail", after=2),
+    HighlightRule("go-position", ".go:", ("=== RUN", "--- PASS")),  # go build, vet, test
+    HighlightRule("tap-not-ok", "^not ok "),  # node --test (TAP)
+    HighlightRule("spec-cross", "^\u2716 ", ("\u2716 0 problems",), after=1),  # node spec, eslint
+    HighlightRule("jest-bullet", "^\u25cf ", after=3),  # jest: the test, a blank, the message
+    HighlightRule("unittest-fail", "... fail$"),  # python -m unittest -v
+    HighlightRule("cargo-output", "stdout ----$", after=3),  # cargo test: a test's output
+    HighlightRule("javac-position", ".java:", ("^at ",), after=2),  # javac: source and caret
+    HighlightRule("gradle-wrong", "what went wrong", after=2),
+    HighlightRule("make-stop", ": *** "),  # make: no rule to make target ... Stop.
+    HighlightRule("linker", "undefined reference"),
+    # Shells and coreutils.
+    HighlightRule("not-found", "command not found"),
+    HighlightRule("sh-not-found", ": not found"),
+    HighlightRule("no-such-file", "no such file or directory"),
+    HighlightRule("permission", "permission denied"),
+    HighlightRule("segfault", "segmentation fault"),
+    HighlightRule("core-dumped", "core dumped"),
+    HighlightRule("killed", " killed "),
+    HighlightRule("killed-line", "killed$"),
+    HighlightRule("timed-out", "timed out", _PASS),
+)
