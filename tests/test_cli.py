@@ -121,8 +121,14 @@ def test_check_repairs_what_is_safe(simulated, tmp_path):
     url = f"sqlite:///{copy}"
     found = run("check", "--store", url, check=False)
     assert found.returncode == 1 and "has no task row" in found.stdout
-    assert run("check", "--repair", "--store", url).stdout.startswith("ok:")
+    # It says what it changed, then that the store is fine now.
+    lines = run("check", "--repair", "--store", url).stdout.splitlines()
+    assert lines[-1] == f"ok: {url}"
+    assert lines[:-1] and all(line.startswith("repaired: ") for line in lines[:-1])
+    assert any("'no-such-task' has no task row" in line for line in lines[:-1])
     assert run("check", "--store", url).returncode == 0
+    assert json.loads(run("check", "--repair", "--json", "--store", url).stdout) == {
+        "ok": True, "problems": [], "repaired": []}
 
 
 def test_tail_follows_a_live_task_to_its_end(tmp_path):
@@ -144,9 +150,11 @@ def test_tail_follows_a_live_task_to_its_end(tmp_path):
     follower = run("tail", "live", "-f", "--interval", "0.05", "--store", url)
     assert hub.wait(timeout=30) == 0
     assert follower.stdout == "".join(f"line {n}\n" for n in range(30))
-    pieces = [json.loads(line) for line in
+    assert follower.stderr == "--- task live completed\n"
+    events = [json.loads(line) for line in
               run("tail", "live", "-f", "--json", "--store", url).stdout.splitlines()]
-    assert "".join(piece["text"] for piece in pieces) == follower.stdout
+    assert "".join(e["text"] for e in events if e["event"] == "data") == follower.stdout
+    assert events[-1] == {"event": "end", "status": "completed", "exit_code": None, "error": None}
 
 
 @pytest.mark.parametrize(

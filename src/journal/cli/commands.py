@@ -25,8 +25,11 @@ from journal.cli.errors import (
     one_line,
     seconds_option,
 )
-from journal.cli.output import Output, printable, size, when
+from journal.cli.follow import Follower, JsonSink, PlainSink, TerminalSink, exit_status
+from journal.cli.output import Column, Moment, Output, printable, size, when
+from journal.cli.output import status as status_cell
 from journal.cli.simulate import Settings, Simulation
+from journal.cli.tables import Kind
 from journal.config import MAX_SECONDS, JournalConfig
 from journal.errors import JournalError
 from journal.inspect import JournalInspector
@@ -38,6 +41,10 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 #: The longest pause between two polls of ``tail -f``.
 MAX_INTERVAL = 3600.0
+#: How long ``tail -f`` watches a running task change nothing before it says so.
+STALL_AFTER = 10.0
+#: Rows ``ls`` counts past its --limit to say how many more there are.
+COUNT_MORE = 10_000
 
 store_option = click.option(
     "--store", "store_url", type=Text("--store"), default=DEFAULT_STORE, show_default=True,
@@ -45,6 +52,10 @@ store_option = click.option(
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 task_id_argument = click.argument("task_id", type=Text("TASK_ID"), callback=check_task_id)
+pager_option = click.option("--no-pager", is_flag=True,
+                            help="Print straight to the terminal (no pager is used in a pipe).")
+TASK = Column("task", Kind.ID)
+NODE = Column("node", Kind.ID)
 
 
 def _one_line_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -136,6 +147,8 @@ def simulate(nodes: int, tasks: int, store_url: str, restart_at: Optional[float]
         raise UsageProblem(str(exc)) from None
     with _Progress(out, tasks) as progress:
         summary = Simulation(settings, progress).run()
+        # Every task has its final status now (the silent ones too): the bar says so.
+        progress.finish(sum(summary["by_status"].values()))
     if as_json:
         out.json(summary)
         return
@@ -153,7 +166,7 @@ class _Progress:
         self._last_tenth = -1
         self._last_note = ""
 
-    def __enter__(self) -> Callable[[int, int, str], None]:
+    def __enter__(self) -> _Progress:
         if self.out.terminal and not self.out.as_json:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -162,7 +175,14 @@ class _Progress:
                                  console=self.out.console, transient=False)
             self._bar.start()
             self._task = self._bar.add_task("", total=self.total)
-        return self.update
+        return self
+
+    def __call__(self, done: int, total: int, note: str) -> None:
+        self.update(done, total, note)
+
+    def finish(self, done: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, description="")
 
     def update(self, done: int, total: int, note: str) -> None:
         if self._bar is not None:
@@ -229,39 +249,56 @@ def list_tasks(store_url: str, status: Optional[str], node_id: Optional[str], li
                as_json: bool) -> None:
     """List tasks, newest first."""
     out = Output(as_json)
+    most = check_limit(limit)
     with JournalInspector(store_url) as inspector:
-        records = inspector.list_tasks(status=status, node_id=node_id, limit=check_limit(limit))
+        # One row past the limit tells whether there are more; only then are
+        # they counted (up to COUNT_MORE past it, a bounded read).
+        records = inspector.list_tasks(status=status, node_id=node_id,
+                                       limit=None if most is None else most + 1)
+        more = 0
+        if most is not None and len(records) > most:
+            more = len(inspector.list_tasks(status=status, node_id=node_id,
+                                            limit=most + COUNT_MORE + 1)) - most
+            records = records[:most]
     if as_json:
         out.json([_record_json(r) for r in records])
         return
-    out.table(None, ["task", "node", "status", "created", "finished", "result / error"], [
-        (r.task_id, r.node_id, r.status.value, when(r.created_at), when(r.finished_at),
-         _outcome(r)) for r in records])
+    out.table(None, [TASK, NODE, "status", "created", "finished",
+                     Column("result / error", Kind.TEXT)], [
+        (r.task_id, r.node_id, status_cell(r.status.value), Moment(r.created_at),
+         Moment(r.finished_at), _outcome(r)) for r in records])
+    if more:
+        counted = f"more than {COUNT_MORE:,}" if more > COUNT_MORE else f"{more:,}"
+        out.note(f"{counted} more; use --limit to see them")
 
 
 @cli.command()
 @store_option
 @task_id_argument
 @json_option
+@pager_option
 @_one_line_errors
-def show(store_url: str, task_id: str, as_json: bool) -> None:
-    """A task: status, node, timings, result, and each stream rendered."""
-    out = Output(as_json)
+def show(store_url: str, task_id: str, as_json: bool, no_pager: bool) -> None:
+    """A task: status, node, timings, result, and each stream rendered.
+
+    On a terminal, long output goes through the pager ($TASKJOURNAL_PAGER,
+    $PAGER or less)."""
     with JournalInspector(store_url) as inspector:
         record = inspector.get(task_id)
-    if as_json:
-        out.json(_record_json(record, streams=True))
-        return
-    out.table(f"task {record.task_id}", ["field", "value"], [
-        ("status", record.status.value), ("node", record.node_id),
-        ("created", when(record.created_at)), ("updated", when(record.updated_at)),
-        ("finished", when(record.finished_at)), ("deadline", when(record.deadline)),
-        ("result", _json_text(record.result)), ("error", record.error),
-        ("meta", _json_text(record.meta)),
-    ])
-    for name, view in record.streams.items():
-        out.text(f"--- {name}: {view.total:,} bytes written, {view.dropped:,} dropped ---")
-        out.text(view.text())
+    with Output(as_json, pager=not no_pager) as out:
+        if as_json:
+            out.json(_record_json(record, streams=True))
+            return
+        out.table(f"task {record.task_id}", ["field", "value"], [
+            ("status", status_cell(record.status.value)), ("node", record.node_id),
+            ("created", when(record.created_at)), ("updated", when(record.updated_at)),
+            ("finished", when(record.finished_at)), ("deadline", when(record.deadline)),
+            ("result", _json_text(record.result)), ("error", record.error),
+            ("meta", _json_text(record.meta)),
+        ], wrap=True)
+        for name, view in record.streams.items():
+            out.heading(f"--- {name}: {view.total:,} bytes written, {view.dropped:,} dropped ---")
+            out.stream(view)
 
 
 @cli.command()
@@ -269,57 +306,42 @@ def show(store_url: str, task_id: str, as_json: bool) -> None:
 @task_id_argument
 @click.option("--stream", "name", type=Text("--stream"), default="stdout", show_default=True)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the task ends.")
-@click.option("--interval", default=0.5, show_default=True,
+@click.option("--interval", default=0.5, show_default=True, metavar="SECONDS",
               callback=seconds_option(minimum=0.0, inclusive=False, maximum=MAX_INTERVAL),
               help="Seconds between polls with -f.")
+@click.option("--stall-after", default=STALL_AFTER, show_default=True, metavar="SECONDS",
+              callback=seconds_option(minimum=0.0, inclusive=False, maximum=MAX_SECONDS),
+              help="With -f, say so when a running task has changed nothing for this long.")
 @json_option
+@pager_option
 @_one_line_errors
 def tail(store_url: str, task_id: str, name: str, follow: bool, interval: float,
-         as_json: bool) -> None:
+         stall_after: float, as_json: bool, no_pager: bool) -> None:
     """Print a task's stream; with -f, follow a live task to its end.
 
     A live hub writes streams to its store at every checkpoint, so -f shows
-    them checkpoint by checkpoint.  With --json: the stream as one object, or
-    with -f one object per new piece (JSON lines)."""
-    out = Output(as_json)
+    them checkpoint by checkpoint, with the highlighted lines of what it
+    could not keep, and ends with the task's status (on stderr) and an exit
+    status of 0 if it completed, else its exit code (or 1).  With --json:
+    the stream as one object, or with -f one object per event (JSON lines:
+    data, highlight, stalled, resumed, unreachable, end)."""
     with JournalInspector(store_url) as inspector:
         record = inspector.get(task_id)
-        view = record.streams.get(name)
-        if not follow:
-            if view is None:
-                names = ", ".join(repr(n) for n in record.streams) or "none yet"
-                raise CommandError(f"task {task_id!r} has no stream {name!r} (it has: {names})")
-            if as_json:
-                out.json({"task_id": task_id, "stream": name, "total": view.total,
-                          "dropped": view.dropped, "text": view.text()})
-            else:
-                out.text(view.text())
-            return
-        offset = 0
-        while True:
-            view = record.streams.get(name)
-            if view is not None and view.total > offset:
-                offset = _print_new(view, offset, as_json)
-            if record.terminal:
-                return
-            time.sleep(interval)
-            record = inspector.get(task_id)
-
-
-def _print_new(view: Any, offset: int, as_json: bool = False) -> int:
-    """Print the view's bytes from ``offset`` on; say so where some were dropped."""
-    while offset < view.total:
-        position, data = view.read_from(offset)
+        if follow:
+            sink = JsonSink() if as_json else TerminalSink() if sys.stdout.isatty() else PlainSink()
+            final = Follower(lambda: inspector.get(task_id), name, sink, interval,
+                             stall_after).run(record)
+            sys.exit(exit_status(final))
+    view = record.streams.get(name)
+    if view is None:
+        names = ", ".join(repr(n) for n in record.streams) or "none yet"
+        raise CommandError(f"task {task_id!r} has no stream {name!r} (it has: {names})")
+    with Output(as_json, pager=not no_pager) as out:
         if as_json:
-            sys.stdout.write(json.dumps({"offset": position, "skipped": position - offset,
-                                         "text": data.decode("utf-8", "replace")}) + "\n")
+            out.json({"task_id": task_id, "stream": name, "total": view.total,
+                      "dropped": view.dropped, "text": view.text()})
         else:
-            if position > offset:
-                sys.stdout.write(f"\n[... {position - offset:,} bytes not kept ...]\n")
-            sys.stdout.write(data.decode("utf-8", "replace"))
-        offset = position + len(data)
-    sys.stdout.flush()
-    return offset
+            out.stream(view)
 
 
 @cli.command()
@@ -355,8 +377,8 @@ def in_flight(store_url: str, as_json: bool) -> None:
     if as_json:
         out.json([_record_json(r) for r in records])
         return
-    out.table(None, ["task", "node", "status", "created", "bytes checkpointed"], [
-        (r.task_id, r.node_id, r.status.value, when(r.created_at),
+    out.table(None, [TASK, NODE, "status", "created", "bytes checkpointed"], [
+        (r.task_id, r.node_id, status_cell(r.status.value), Moment(r.created_at),
          sum(view.total for view in r.streams.values())) for r in records])
 
 
@@ -389,15 +411,26 @@ def gc(store_url: str, result_ttl: float, as_json: bool) -> None:
 def check(store_url: str, repair: bool, as_json: bool) -> None:
     """Check the store's integrity; exit 1 if a problem remains."""
     out = Output(as_json)
+    repaired: list[str] = []
     with (_writable(store_url) if repair else JournalInspector(store_url)) as inspector:
-        problems = inspector.check(repair=repair)
+        problems = inspector.check()
+        if repair and problems:
+            # What the repair changed: the problems it found that are gone after it.
+            remaining = inspector.check(repair=True)
+            repaired = [problem for problem in problems if problem not in remaining]
+            problems = remaining
     if as_json:
-        out.json({"ok": not problems, "problems": problems})
-    elif problems:
+        report: dict[str, Any] = {"ok": not problems, "problems": problems}
+        if repair:
+            report["repaired"] = repaired
+        out.json(report)
+    else:
+        for problem in repaired:
+            out.text(f"repaired: {printable(problem)}")
         for problem in problems:
             out.text(f"problem: {printable(problem)}")
-    else:
-        out.text(f"ok: {store_url}")
+        if not problems:
+            out.text(f"ok: {store_url}")
     if problems:
         sys.exit(1)
 
