@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from journal import _selection
-from redis_server import RedisServer
+from redis_server import RedisClusterServers, RedisServer
 
 #: Why this run covers the pure twin only (the switch is set, or not
 #: CPython), or None: then the compiled buffer must be there.
@@ -65,9 +65,18 @@ def clock():
     return FakeClock()
 
 
+def _need_redis_server(variable):
+    if shutil.which("redis-server") is None:
+        message = (f"no Redis: set {variable}, or put redis-server on PATH "
+                   "(apt-get install redis-server)")
+        if os.environ.get("JOURNAL_REQUIRE_REDIS"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory):
-    """The base URL of a Redis server for the suite.
+def redis_single(tmp_path_factory):
+    """The base URL of one Redis server for the suite.
 
     ``JOURNAL_TEST_REDIS_URL`` names one (``.ci/run`` starts it); otherwise a
     ``redis-server`` on PATH is started on a free loopback port for this
@@ -78,16 +87,47 @@ def redis_server(tmp_path_factory):
     if url:
         yield url
         return
-    if shutil.which("redis-server") is None:
-        message = ("no Redis: set JOURNAL_TEST_REDIS_URL, or put redis-server on PATH "
-                   "(apt-get install redis-server)")
-        if os.environ.get("JOURNAL_REQUIRE_REDIS"):
-            pytest.fail(message)
-        pytest.skip(message)
+    _need_redis_server("JOURNAL_TEST_REDIS_URL")
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server.url
     server.stop()
+
+
+def _cluster(tmp_path_factory, variable, replicas):
+    url = os.environ.get(variable)
+    if url:
+        yield url
+        return
+    _need_redis_server(variable)
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("cluster"), 3, replicas)
+    try:
+        cluster.start()
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """The URL of a node of a 3-primary Redis Cluster:
+    ``JOURNAL_TEST_REDIS_CLUSTER_URL`` (``.ci/run``), or one started here."""
+    yield from _cluster(tmp_path_factory, "JOURNAL_TEST_REDIS_CLUSTER_URL", 0)
+
+
+@pytest.fixture(scope="session")
+def redis_replicated(tmp_path_factory):
+    """The URL of a node of a 3-primary, 3-replica Redis Cluster:
+    ``JOURNAL_TEST_REDIS_REPLICATED_URL`` (``.ci/run``), or one started here.
+    Tests never kill its nodes (a failover test starts a cluster of its own)."""
+    yield from _cluster(tmp_path_factory, "JOURNAL_TEST_REDIS_REPLICATED_URL", 1)
+
+
+@pytest.fixture(scope="session", params=["server", "cluster"])
+def redis_server(request):
+    """The base URL of a Redis for the suite: every test that runs on Redis
+    runs on one server and on a 3-primary Redis Cluster."""
+    return request.getfixturevalue("redis_single" if request.param == "server" else "redis_cluster")
 
 
 @pytest.fixture
@@ -101,11 +141,16 @@ def private_redis(tmp_path):
     started.stop()
 
 
-@pytest.fixture
-def redis_url(redis_server):
+def _namespaced(server):
     """A Redis store URL with a namespace of its own: tests never see each
     other's keys.  The replica id is fixed, as for a hub that restarts."""
-    return f"{redis_server}?prefix=test-{uuid.uuid4().hex}&replica=hub-1"
+    return f"{server}?prefix=test-{uuid.uuid4().hex}&replica=hub-1"
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """A fresh Redis store URL, on one server and on a cluster."""
+    return _namespaced(redis_server)
 
 
 def _store_url(kind, tmp_path, request):
@@ -113,16 +158,23 @@ def _store_url(kind, tmp_path, request):
         return "memory://"
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'journal.db'}"
-    return request.getfixturevalue("redis_url")
+    if kind == "redis-cluster":
+        return _namespaced(request.getfixturevalue("redis_cluster"))
+    return _namespaced(request.getfixturevalue("redis_single"))
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+_REDIS_KINDS = [pytest.param("redis", marks=pytest.mark.redis),
+                pytest.param("redis-cluster", marks=pytest.mark.redis)]
+
+
+@pytest.fixture(params=["memory", "sqlite", *_REDIS_KINDS])
 def store_url(request, tmp_path):
-    """A fresh store of each kind: every journal test runs on all of them."""
+    """A fresh store of each kind: every journal test runs on all of them,
+    Redis as one server and as a 3-primary cluster."""
     return _store_url(request.param, tmp_path, request)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["sqlite", *_REDIS_KINDS])
 def durable_url(request, tmp_path):
     """A fresh store of each kind that outlives its journal."""
     return _store_url(request.param, tmp_path, request)

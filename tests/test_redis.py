@@ -35,7 +35,7 @@ from journal.store import _redis_keys
 from journal.store._redis_keys import BUCKETS
 from journal.store.redis import RedisStore
 from in_thread import in_thread
-from redis_server import RedisServer
+from redis_server import RedisServer, admin_client
 
 pytestmark = pytest.mark.redis
 
@@ -72,9 +72,13 @@ def replicas(namespace, buffer_cls, clock):
 
 def _keys(namespace):
     server, prefix = namespace
-    client = redis.Redis.from_url(server)
+    client = admin_client(server)
     try:
-        return sorted(key.decode() for key in client.keys(f"*{prefix}*"))
+        if isinstance(client, redis.cluster.RedisCluster):
+            keys = client.keys(f"*{prefix}*", target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+        else:
+            keys = client.keys(f"*{prefix}*")
+        return sorted(key.decode() for key in keys)
     finally:
         client.close()
 
@@ -279,7 +283,7 @@ def test_finished_tasks_carry_an_expire_and_in_flight_ones_do_not(replicas, name
     a.stream("running").append(b"y")
     a.checkpoint()
     server, prefix = namespace
-    client = redis.Redis.from_url(server)
+    client = admin_client(server)
     try:
         for key in a._store.layout.task_keys("done"):
             assert 110_000 < client.pttl(key) <= 120_000
@@ -331,7 +335,7 @@ def test_check_finds_and_repair_fixes_miscounted_statuses(replicas, namespace):
     a.register("t", "n")
     assert a.check() == []
     server, prefix = namespace
-    client = redis.Redis.from_url(server)
+    client = admin_client(server)
     client.hincrby(a._store.layout.bucket_keys[a._store.layout.bucket("t")].counts, "pending", 5)
     client.close()
     [problem] = a.check()

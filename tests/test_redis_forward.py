@@ -13,12 +13,12 @@ import threading
 import time
 
 import pytest
-import redis
 
 from journal import JournalConfig, TaskJournal, TaskStatus
 from journal._buffer_shared import snapshot_total
 from journal.store.base import TaskRow
 from journal.store.redis import RedisStore
+from redis_server import admin_client
 
 pytestmark = pytest.mark.redis
 
@@ -74,9 +74,9 @@ def test_a_value_that_is_no_snapshot_is_replaced(store, buffer_cls, redis_url):
     """Whatever sits in the streams hash without a snapshot header (an older
     layout, a hand edit) counts as older than any snapshot."""
     store.put_task(_row("t"), new=True)
-    client = redis.Redis.from_url(redis_url.split("?")[0])
+    client = admin_client(redis_url)
     try:
-        client.hset(f"{store.namespace}:task:{{t}}:streams", "stdout", b"junk")
+        client.hset(store.layout.task_keys("t")[1], "stdout", b"junk")
     finally:
         client.close()
     store.put_streams([("t", "stdout", _buffer(buffer_cls, 1).snapshot())])
@@ -86,9 +86,9 @@ def test_a_value_that_is_no_snapshot_is_replaced(store, buffer_cls, redis_url):
 def test_a_new_registration_clears_a_stale_streams_key(store, buffer_cls, redis_url):
     """A streams key left without its task (the task key went first) must
     not hand a new task of that id someone else's newer output."""
-    client = redis.Redis.from_url(redis_url.split("?")[0])
+    client = admin_client(redis_url)
     try:
-        client.hset(f"{store.namespace}:task:{{t}}:streams", "stdout",
+        client.hset(store.layout.task_keys("t")[1], "stdout",
                     _buffer(buffer_cls, 500).snapshot())
     finally:
         client.close()

@@ -19,6 +19,7 @@ from journal import (
 )
 from journal.store.base import TaskRow
 from journal.store.redis import RedisStore
+from redis_server import admin_client
 
 pytestmark = pytest.mark.redis
 
@@ -163,7 +164,7 @@ def test_a_replica_whose_id_was_taken_stops_writing(redis_url, redis_server):
 
     store = RedisStore(redis_url + "&lease=0.3")
     try:
-        client = redis.Redis.from_url(redis_server)
+        client = admin_client(redis_server)
         client.set(store._lease_key, "elsewhere:1:someone-else 300", px=5000)
         client.close()
         deadline = time.monotonic() + 3
@@ -173,7 +174,7 @@ def test_a_replica_whose_id_was_taken_stops_writing(redis_url, redis_server):
             store.put_task(_row("t"), new=True)
     finally:
         store.close()
-    client = redis.Redis.from_url(redis_server)
+    client = admin_client(redis_server)
     try:
         # Its close() did not delete the other holder's lease.
         assert client.get(store._lease_key) == b"elsewhere:1:someone-else 300"
