@@ -20,7 +20,7 @@ from journal import JournalConfig, TaskJournal
 NOT_UTF8 = b"task-\xff\xfe"
 
 
-def run(*args, env=None, timeout=60) -> subprocess.CompletedProcess:
+def run(*args, env=None, timeout=60, cwd=None) -> subprocess.CompletedProcess:
     """The command with ``args`` (str or bytes), its output as text."""
     argv = [os.fsencode(sys.executable), b"-m", b"journal",
             *(arg if isinstance(arg, bytes) else os.fsencode(arg) for arg in args)]
@@ -28,7 +28,8 @@ def run(*args, env=None, timeout=60) -> subprocess.CompletedProcess:
     environ.pop("JOURNAL_STORE_URL", None)
     if env and "JOURNAL_STORE_URL" in env:
         environ["JOURNAL_STORE_URL"] = env["JOURNAL_STORE_URL"]
-    done = subprocess.run(argv, capture_output=True, timeout=timeout, env=environ, check=False)
+    done = subprocess.run(argv, capture_output=True, timeout=timeout, env=environ, check=False,
+                          cwd=cwd)
     return subprocess.CompletedProcess(
         done.args, done.returncode, done.stdout.decode("utf-8", "replace"),
         done.stderr.decode("utf-8", "replace"))
@@ -85,6 +86,24 @@ def copy_of(journal_file, tmp_path):
 ])
 def test_bad_store_urls(url, fragment):
     assert_one_line(run("ls", "--store", url), fragment)
+
+
+@pytest.mark.parametrize("command", [
+    ["ls"], ["show", "done-1"], ["tail", "done-1"], ["tail", "-f", "done-1"], ["stats"],
+    ["in-flight"], ["check"], ["gc", "--result-ttl", "1e8"], ["check", "--repair"],
+])
+def test_every_command_takes_the_store_from_the_option_then_the_environment(copy_of, command,
+                                                                           tmp_path):
+    url = f"sqlite:///{copy_of()}"
+    done = run(*command, env={"JOURNAL_STORE_URL": url})
+    assert done.returncode == 0 and done.stdout, done.stderr
+    # --store wins over the environment: a wrong variable is not even opened.
+    assert run(*command, "--store", url, env={"JOURNAL_STORE_URL": "bogus"}).returncode == 0
+    # Neither: the default, sqlite:///journal.db in the working directory.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line(run(*command, cwd=empty), "journal.db")
+    assert not list(empty.iterdir()), "a read must not create the default file"
 
 
 def test_a_directory_as_the_store(tmp_path):

@@ -189,3 +189,23 @@ def _env() -> dict[str, str]:
 
     return {key: value for key, value in os.environ.items()
             if key not in ("TASKJOURNAL_PAGER", "PAGER")}
+
+
+def test_ls_says_how_many_more_the_limit_hid(store):
+    done = run("ls", "--limit", "1", "--store", store)
+    assert len(done.stdout.splitlines()) == 2  # the header and one row, as before
+    assert done.stderr == "taskjournal: 2 more; use --limit to see them\n"
+    assert run("ls", "--limit", "3", "--store", store).stderr == ""
+    listed = run("ls", "--limit", "1", "--json", "--store", store)
+    assert len(json.loads(listed.stdout)) == 1 and listed.stderr == ""
+    code, screen = run_on_terminal("ls", "--limit", "2", "--store", store)
+    assert code == 0 and "1 more; use --limit to see them" in screen.plain
+
+
+def test_the_progress_bar_ends_at_the_total_after_a_silent_run():
+    code, screen = run_on_terminal("simulate", "--nodes", "2", "--tasks", "6", "--silent", "1",
+                                   "--lease", "0.5", "--store", "memory://", timeout=120)
+    assert code == 0, screen.plain
+    # The bar's last frame, before the tables: every task counted, the lost one too.
+    frames = screen.plain.split("tasks by final status")[0]
+    assert "6/6" in frames.splitlines()[-2] or "6/6" in frames.rsplit("\r", 1)[-1], frames[-500:]
