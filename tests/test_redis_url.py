@@ -76,3 +76,52 @@ def test_malformed_urls_are_invalid_arguments(url):
 def test_timeout_inf_used_to_retry_forever():
     with pytest.raises(InvalidArgument, match="timeout"):
         RedisStore("redis://127.0.0.1:1/0?timeout=inf")
+
+
+@pytest.mark.parametrize("value", ["-1", "x", "", "65", "1.5", "1e3"])
+def test_wait_replicas_is_a_small_count(value):
+    with pytest.raises(InvalidArgument, match=r"wait_replicas in a redis:// store URL is a number .* 0 to 64"):
+        parse_url(f"{BASE}?wait_replicas={value}")
+
+
+def test_wait_replicas_and_its_timeout_are_read():
+    settings = parse_url(f"{BASE}?wait_replicas=2&wait_timeout=0.25")
+    assert (settings.wait_replicas, settings.wait_timeout) == (2, 0.25)
+    assert parse_url(BASE).wait_replicas == 0  # off unless asked for
+
+
+@pytest.mark.parametrize("value", ["maybe", "", "1", "true"])
+def test_cluster_is_auto_yes_or_no(value):
+    with pytest.raises(InvalidArgument, match="cluster in a redis:// store URL is one of auto, yes, no"):
+        parse_url(f"{BASE}?cluster={value}")
+
+
+def test_a_cluster_has_database_0_only():
+    with pytest.raises(InvalidArgument, match="database 0 only"):
+        parse_url("redis://127.0.0.1:6379/1?cluster=yes")
+
+
+@pytest.mark.parametrize("query", ["timeout", "=1", "prefix=a&&timeout=1", "a;b"])
+def test_a_malformed_query_names_the_accepted_options(query):
+    with pytest.raises(InvalidArgument, match=r"accepted: prefix, replica.*wait_replicas"):
+        parse_url(f"{BASE}?{query}")
+
+
+def test_the_unknown_option_message_names_every_option_of_ours():
+    with pytest.raises(InvalidArgument) as caught:
+        parse_url(f"{BASE}?wait_replica=1")
+    message = str(caught.value)
+    assert "'wait_replica'" in message
+    for name in ("prefix", "replica", "timeout", "lease", "poll", "cluster", "wait_replicas",
+                 "wait_timeout", "client_name"):
+        assert name in message
+
+
+def test_the_default_replica_id_is_a_valid_name_from_the_host_name(monkeypatch):
+    import socket
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "build box #7.example.org")
+    assert default_replica() == "build-box--7.example.org"
+    assert parse_url(BASE).replica == "build-box--7.example.org"
+    monkeypatch.setattr(socket, "gethostname", lambda: "")
+    assert default_replica() == "hub"

@@ -22,6 +22,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any, Optional
 
+from journal.errors import InvalidArgument
 from journal.store._batching import Batcher, Job
 from journal.store._redis_errors import NotReplicated
 from journal.store._redis_url import RedisSettings, client_options
@@ -216,13 +217,17 @@ class _Detecting(Route):
         self._options = options
 
     def resolve(self) -> Route:
-        info = self.client.info("cluster")
+        try:
+            info = self.client.info("cluster")
+        except redis_errors.ResponseError as exc:
+            # Connecting selects the URL's database, which a cluster refuses.
+            if "SELECT is not allowed in cluster mode" not in str(exc):
+                raise
+            info = {"cluster_enabled": 1}
         if not int(info.get("cluster_enabled", 0)):
             return Route(self.client, self.settings)
         self.client.close()
         if self.settings.db != 0:
-            from journal.errors import InvalidArgument
-
             raise InvalidArgument(
                 f"Redis at {self.where} is a Redis Cluster node, and a cluster has database 0 "
                 f"only; the store URL names database {self.settings.db}"
