@@ -167,3 +167,106 @@ def test_the_hub_keeps_resent_output_once_and_asks_again_after_a_gap():
     assert journal.get("t").streams["stdout"].render() == b"0123456789abcde"
     assert asked.resume.task_id == "t" and dict(asked.resume.offsets) == {"stdout": 15}
     journal.close()
+
+
+# -- the operator's view: no hub, no node, Ctrl-C and SIGTERM -------------------
+
+
+def _client(*args, timeout=60):
+    return subprocess.run([sys.executable, str(EXAMPLE / "client.py"), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_client_without_a_hub_gives_up_after_its_timeout():
+    port = free_port()
+    started = time.monotonic()
+    done = _client("--hub", f"127.0.0.1:{port}", "--timeout", "2", "--", "true")
+    took = time.monotonic() - started
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"client: cannot reach the hub at 127.0.0.1:{port} (")
+    assert done.stderr.endswith("gave up after 2 s (--timeout)\n")
+    assert len(done.stderr.splitlines()) == 1 and 1.5 < took < 10
+
+
+def test_the_client_says_the_hub_has_no_node(tmp_path):
+    port = free_port()
+    hub = _spawn("hub.py", "--port", str(port), "--store", f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        assert "listening" in hub.stdout.readline()
+        done = _client("--hub", f"127.0.0.1:{port}", "--timeout", "1", "--", "true")
+        assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
+        assert "has no node connected to run the command; gave up after 1 s" in done.stderr
+        done = _client("--hub", f"127.0.0.1:{port}", "--timeout", "-1", "--", "true")
+        assert done.returncode == 2 and "must be seconds > 0" in done.stderr
+    finally:
+        hub.send_signal(signal.SIGTERM)
+        hub.wait(timeout=20)
+
+
+def _spool_of(node) -> pathlib.Path:
+    line = node.stdout.readline()
+    assert ", spooling in " in line, line
+    return pathlib.Path(line.rsplit(" ", 1)[1].strip())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_hub_and_node_stop_cleanly_and_the_task_survives_the_hub(tmp_path, sig):
+    from client import HubClient
+
+    port = free_port()
+    store = f"sqlite:///{tmp_path / 'hub.db'}"
+    hub = _spawn("hub.py", "--port", str(port), "--store", store, "--grace", "60")
+    node = _spawn("node.py", "--hub", f"127.0.0.1:{port}", "--node-id", "node-1")
+    try:
+        assert "listening" in hub.stdout.readline()
+        spool = _spool_of(node)
+        assert spool.is_dir()
+        client = HubClient(f"127.0.0.1:{port}", patience=30)
+        deadline = time.monotonic() + 30
+        while client.stats().nodes < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        command = "for i in $(seq 1 30); do echo step $i; sleep 0.1; done"
+        task_id = client.submit(["sh", "-c", command]).task_id
+        time.sleep(1)  # it runs; a Wait is open on the hub meanwhile
+        waiter = subprocess.Popen([sys.executable, "-c", (
+            f"import sys; sys.path.insert(0, {str(EXAMPLE)!r}); from client import HubClient; "
+            f"r = HubClient('127.0.0.1:{port}', patience=60).wait({task_id!r}, 60); "
+            "print(r.status, r.streams[0].text.count(b'step'))")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        hub.send_signal(sig)
+        out, _ = hub.communicate(timeout=30)
+        assert hub.returncode == 0, out
+        assert "Traceback" not in out and "CancelledError" not in out, out
+        assert out.strip().endswith("1 task(s) in flight left to re-attach"), out
+        # The next hub on the store gets the task back from its node.
+        hub = _spawn("hub.py", "--port", str(port), "--store", store, "--grace", "60")
+        assert "1 task(s) in flight to re-attach" in hub.stdout.readline()
+        printed, errors = waiter.communicate(timeout=60)
+        assert printed == "completed 30\n", errors
+        client.close()
+    finally:
+        node.send_signal(sig)
+        out, _ = node.communicate(timeout=30)
+        hub.send_signal(signal.SIGTERM)
+        hub.wait(timeout=30)
+    assert node.returncode == 0 and "Traceback" not in out, out
+    assert "node node-1: stopped" in out
+    assert not spool.exists(), "the node's spool folder is left behind"
+
+
+def test_a_killed_nodes_spool_is_removed_by_the_next_node():
+    port = free_port()  # no hub: the nodes retry, which is all this needs
+    first = _spawn("node.py", "--hub", f"127.0.0.1:{port}", "--node-id", "node-1")
+    spool = _spool_of(first)
+    first.kill()
+    first.wait(timeout=10)
+    assert spool.is_dir()
+    second = _spawn("node.py", "--hub", f"127.0.0.1:{port}", "--node-id", "node-1")
+    try:
+        own = _spool_of(second)
+        assert not spool.exists() and own.is_dir()
+    finally:
+        second.send_signal(signal.SIGTERM)
+        out, _ = second.communicate(timeout=30)
+    assert second.returncode == 0 and not own.exists(), out

@@ -65,6 +65,10 @@ class Hub(rpc.HubServicer):
         self.bytes = 0
         self.reattached = 0
         self.reattached_after = 0.0
+        #: Set on Ctrl-C or SIGTERM: open calls end on their own, so that
+        #: stopping the server cancels nothing (a cancelled handler is a
+        #: CancelledError traceback in gRPC's log).
+        self.stopping = asyncio.Event()
 
     # -- nodes ---------------------------------------------------------------
 
@@ -80,16 +84,20 @@ class Hub(rpc.HubServicer):
         for task_id in first.hello.task_ids:
             await self._reattach(link, task_id)
         reader = asyncio.ensure_future(self._read(link, messages))
+        stopping = asyncio.ensure_future(self.stopping.wait())
         try:
             while True:
                 outgoing = asyncio.ensure_future(link.outbox.get())
-                await asyncio.wait({outgoing, reader}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({outgoing, reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not outgoing.done():
                     outgoing.cancel()
-                    break  # the node went away
+                    # The node went away, or the hub stops: the node keeps
+                    # its tasks and re-attaches them to the next hub.
+                    break
                 yield outgoing.result()
         finally:
             reader.cancel()
+            stopping.cancel()
             if self.links.get(link.node_id) is link:
                 del self.links[link.node_id]
             log.info("node %s disconnected", link.node_id)
@@ -187,8 +195,16 @@ class Hub(rpc.HubServicer):
 
     async def Wait(self, request: Any, context: Any) -> Any:
         timeout: Optional[float] = request.timeout or None
+        waiting = asyncio.ensure_future(self.journal.wait_async(request.task_id, timeout))
+        stopping = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not waiting.done():
+            waiting.cancel()
+            # UNAVAILABLE: the caller retries, and asks the next hub.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the hub is stopping")
         try:
-            record = await self.journal.wait_async(request.task_id, timeout)
+            record = waiting.result()
         except TaskLost as exc:
             record = exc.record
         except WaitTimeout as exc:
@@ -224,7 +240,8 @@ async def serve(port: int, store: str, grace: float, lease: float) -> None:
     started = time.monotonic()
     journal = TaskJournal(store, config=JournalConfig(reattach_grace=grace, lease_timeout=lease))
     server = grpc.aio.server(options=OPTIONS)
-    rpc.add_HubServicer_to_server(Hub(journal, started), server)
+    hub = Hub(journal, started)
+    rpc.add_HubServicer_to_server(hub, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print(f"hub: listening on 127.0.0.1:{port}, journal {store}, "
@@ -234,9 +251,14 @@ async def serve(port: int, store: str, grace: float, lease: float) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await server.stop(grace=1)
+    hub.stopping.set()
+    await server.stop(grace=5)
+    in_flight = len(journal.in_flight())
+    # close() leaves the unfinished tasks in the store: the next hub on this
+    # store lists them, and their nodes re-attach them.
     journal.close()
-    print("hub: stopped; journal closed", flush=True)
+    print(f"hub: stopped; journal closed, {in_flight} task(s) in flight left to re-attach",
+          flush=True)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -250,7 +272,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     level = logging.INFO if os.environ.get("HUB_EXAMPLE_DEBUG") else logging.WARNING
     logging.basicConfig(level=level, format="hub: %(message)s", stream=sys.stderr)
-    asyncio.run(serve(args.port, args.store, args.grace, args.lease))
+    try:
+        asyncio.run(serve(args.port, args.store, args.grace, args.lease))
+    except KeyboardInterrupt:
+        # Ctrl-C before the loop took the signals over (while the journal
+        # opened): nothing was served yet, nothing to say but that.
+        print("hub: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

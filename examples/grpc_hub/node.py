@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
 import itertools
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from typing import Any, AsyncIterator, Optional
@@ -35,6 +37,9 @@ log = logging.getLogger("node")
 
 STREAMS = ("stdout", "stderr")
 _spool_names = itertools.count()
+SPOOL_PREFIX = "taskjournal-node-"
+#: In each spool folder: the pid of the node that owns it.
+OWNER_FILE = "owner.pid"
 
 
 class NodeTask:
@@ -48,6 +53,7 @@ class NodeTask:
         self.written = dict.fromkeys(STREAMS, 0)
         self.sent = dict.fromkeys(STREAMS, 0)
         self.exit_code: Optional[int] = None
+        self.process: Optional[asyncio.subprocess.Process] = None
         # Per connection: may we send (a new task, or the hub said Resume),
         # and did we tell this connection it started / ended?
         self.resumed = True
@@ -139,6 +145,7 @@ class NodeAgent:
             task.exit_code = 127
             self.wake.set()
             return
+        task.process = process
         await asyncio.gather(
             self._capture(task, "stdout", process.stdout),
             self._capture(task, "stderr", process.stderr),
@@ -196,6 +203,38 @@ class NodeAgent:
                     await send(pb.NodeMessage(heartbeat=pb.Heartbeat()))
 
 
+    def stop(self) -> int:
+        """End the commands still running (they would outlive the node, their
+        output going nowhere); their tasks are left to the hub, which finds
+        them lost once this node's lease runs out.  How many there were."""
+        running = [task.process for task in self.tasks.values()
+                   if task.process is not None and task.process.returncode is None]
+        for process in running:
+            try:
+                process.terminate()
+            except ProcessLookupError:
+                pass
+        return len(running)
+
+
+def make_spool() -> str:
+    """A spool folder of this node's own, after removing those that nodes
+    killed without a chance to clean up (SIGKILL, a power cut) left behind."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), SPOOL_PREFIX + "*")):
+        try:
+            with open(os.path.join(path, OWNER_FILE)) as owner:
+                pid = int(owner.read())
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)  # its node is gone
+        except (OSError, ValueError):
+            pass  # not a node's, not ours to judge, or its node still runs
+    spool = tempfile.mkdtemp(prefix=SPOOL_PREFIX)
+    with open(os.path.join(spool, OWNER_FILE), "w") as owner:
+        owner.write(str(os.getpid()))
+    return spool
+
+
 async def _drain(outbox: asyncio.Queue[Any]) -> AsyncIterator[Any]:
     while True:
         yield await outbox.get()
@@ -214,16 +253,29 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     level = logging.INFO if os.environ.get("HUB_EXAMPLE_DEBUG") else logging.WARNING
     logging.basicConfig(level=level, format="node: %(message)s", stream=sys.stderr)
-    spool = tempfile.mkdtemp(prefix="taskjournal-node-")
-    print(f"node {args.node_id}: connecting to {args.hub}", flush=True)
+    spool = make_spool()
+    print(f"node {args.node_id}: connecting to {args.hub}, spooling in {spool}", flush=True)
 
     async def run() -> None:  # the agent's Event belongs to this loop
-        await NodeAgent(args.hub, args.node_id, spool).run()
+        agent = NodeAgent(args.hub, args.node_id, spool)
+        main_task = asyncio.current_task()
+        assert main_task is not None
+        loop = asyncio.get_running_loop()
+        # Ctrl-C and SIGTERM end the agent here, quietly, not with a
+        # KeyboardInterrupt in whatever callback the loop was running.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, main_task.cancel)
+        try:
+            await agent.run()
+        except asyncio.CancelledError:
+            ended = agent.stop()
+            print(f"node {args.node_id}: stopped; {ended} running command(s) ended, "
+                  f"{len(agent.tasks)} task(s) left to the hub", flush=True)
 
     try:
         asyncio.run(run())
     except KeyboardInterrupt:
-        pass
+        pass  # before the loop took the signals over
     finally:
         shutil.rmtree(spool, ignore_errors=True)
 
