@@ -45,9 +45,10 @@ class OptionalBuildExt(build_ext):
         if STRICT:
             raise exc
         print(
-            f"WARNING: the compiled buffer could not be built ({exc}); "
-            "taskjournal will use its pure-Python twin, which is several "
-            "times slower (journal.buffer.IMPLEMENTATION == 'python').",
+            f"WARNING: the compiled buffer could not be built ({exc}); taskjournal will "
+            f"use its pure-Python twin, whose {_selection['PURE_COST']} "
+            "(journal.buffer.IMPLEMENTATION == 'python', and importing journal warns). "
+            f"To get it: {_selection['HOW_TO_COMPILE']}.",
             file=sys.stderr,
         )
 

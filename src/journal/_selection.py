@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from typing import Any, Mapping, Optional
 
 ENV_VAR = "JOURNAL_NO_EXTENSIONS"
@@ -23,6 +24,20 @@ COMPILED = "c"
 PURE = "python"
 #: implementation name -> the module that holds its HeadTailBuffer
 MODULES = {COMPILED: "journal._buffer", PURE: "journal._buffer_py"}
+
+#: What the pure twin costs (the README's benchmarks: 7 to 21 times the
+#: compiled append's time) and how to get the compiled buffer instead; said
+#: at build time by setup.py and at import time by select().
+PURE_COST = "appends are up to 20x slower (more with highlights)"
+HOW_TO_COMPILE = (
+    "install a wheel (pip install --only-binary taskjournal taskjournal) or a C compiler "
+    "and the Python headers, then reinstall (pip install --force-reinstall --no-binary "
+    f"taskjournal taskjournal); set {ENV_VAR}=1 to choose the pure twin and silence this"
+)
+
+
+class PureTwinWarning(RuntimeWarning):
+    """The compiled buffer was wanted but is not installed: the pure twin runs."""
 
 
 def flag(value: Optional[str]) -> bool:
@@ -69,8 +84,15 @@ def select() -> tuple[str, Any]:
     compiled one unless ``pure_reason()`` says otherwise, or the pure twin if
     the extension was not built (a source install without a compiler)."""
     if no_extensions():
-        return PURE, load(PURE)
+        return PURE, load(PURE)  # chosen: nothing to say
     try:
         return COMPILED, load(COMPILED)
-    except ImportError:  # built without a compiler: the twin does the same job
+    except ImportError as exc:  # built without a compiler: the twin does the same job
+        # Said once (a module is imported once), where it costs: the
+        # install succeeded and nothing else would tell.
+        warnings.warn(
+            f"taskjournal: the compiled buffer is not installed ({exc}); using the pure-Python "
+            f"twin, whose {PURE_COST}. To get it: {HOW_TO_COMPILE}.",
+            PureTwinWarning, stacklevel=3,
+        )
         return PURE, load(PURE)
