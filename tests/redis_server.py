@@ -25,10 +25,13 @@ class RedisServer:
     persistence is off, as in CI.
     """
 
-    def __init__(self, directory: pathlib.Path, persistent: bool = False) -> None:
+    def __init__(self, directory: pathlib.Path, persistent: bool = False,
+                 args: tuple[str, ...] = ()) -> None:
         self.directory = directory
         self.port = free_port()
         self.persistent = persistent
+        #: More redis-server arguments (``--replicaof HOST PORT``, ...).
+        self.args = args
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -40,7 +43,7 @@ class RedisServer:
                        else ["--appendonly", "no"])
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--dir", str(self.directory), *persistence],
+             "--dir", str(self.directory), *persistence, *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
@@ -119,6 +122,7 @@ class RedisClusterServers:
              "--appendonly", "no", "--dir", str(node_dir), "--cluster-enabled", "yes",
              "--cluster-config-file", str(node_dir / "nodes.conf"),
              "--cluster-node-timeout", str(self.node_timeout_ms),
+             "--repl-diskless-sync-delay", "0",
              "--logfile", str(node_dir / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -139,10 +143,22 @@ class RedisClusterServers:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             states = [self.cli(port, "cluster", "info") for port in self.live_ports()]
-            if all("cluster_state:ok" in s and "cluster_slots_ok:16384" in s for s in states):
+            if all("cluster_state:ok" in s and "cluster_slots_ok:16384" in s for s in states) \
+                    and self._replicas_online():
                 return
             time.sleep(0.1)
         raise RuntimeError("the Redis cluster did not become healthy")
+
+    def _replicas_online(self) -> bool:
+        """Every primary has its replicas attached and past their first sync."""
+        if not self.replicas:
+            return True
+        online = 0
+        for port in self.live_ports():
+            info = self.cli(port, "info", "replication")
+            if "role:master" in info:
+                online += info.count("state=online")
+        return online >= self.primaries * self.replicas
 
     def live_ports(self) -> list[int]:
         return [p for p, proc in self.processes.items() if proc.poll() is None]
