@@ -96,6 +96,20 @@ def reference_highlights(data: bytes, head: int, tail: int, rules):
     return first + recent, skipped, data[head_len:evicted_end].count(b"\n")
 
 
+def _word(rule, line: bytes, at: int, size: int) -> bool:
+    """Whether line[at:at + size] may match: any place for a rule without
+    ``word``, else only a word of its own (a CamelCase step starts one)."""
+    if not rule.word:
+        return True
+    import re
+
+    before, after = line[at - 1 : at], line[at + size : at + size + 1]
+    starts = not re.fullmatch(rb"\w", before, re.ASCII) or (
+        before.islower() and line[at : at + 1].isupper())
+    ends = not re.fullmatch(rb"[A-Z0-9_]", after)
+    return starts and ends
+
+
 def _rule_matches(rule, prefix: bytes, length: int) -> bool:
     """One rule against a line's first bytes, read straight from its texts."""
     match = rule.match.encode("utf-8", "surrogateescape")
@@ -108,14 +122,16 @@ def _rule_matches(rule, prefix: bytes, length: int) -> bool:
     if at_end and not whole:
         return False
     trimmed = body.rstrip(b"\r \t").lower() if at_start else prefix.rstrip(b"\r \t").lower()
+    indent = len(prefix) - len(body)
     if at_start and at_end:
-        ok = trimmed == match
+        ok = trimmed == match and _word(rule, prefix, indent, len(match))
     elif at_start:
-        ok = body.lower().startswith(match)
+        ok = body.lower().startswith(match) and _word(rule, prefix, indent, len(match))
     elif at_end:
-        ok = trimmed.endswith(match)
+        ok = trimmed.endswith(match) and _word(rule, prefix, len(trimmed) - len(match), len(match))
     else:
-        ok = match in prefix.lower()
+        ok = any(prefix.lower().startswith(match, at) and _word(rule, prefix, at, len(match))
+                 for at in range(len(prefix)))
     for item in rule.unless:
         raw = item.encode("utf-8", "surrogateescape")
         if len(raw) > 1 and raw.startswith(b"^"):

@@ -18,6 +18,7 @@ from journal._highlights import Highlight
 FRAGMENTS = [
     b"\n", b"\r\n", b"  ", b"\t", b"FAIL", b"fail", b"--- FAIL: T", b"ok ", b"... ok", b"PASSED",
     b"passed", b"Err", b"or", b"error", b"x", b"not ok 3", b"a" * 20, b" ", b"\xe2\x9c\x96",
+    b"_", b"Key", b"P", b"s", b"0", b"-W",
 ]
 RULE_SETS = [
     (HighlightRule("e", "error", ("PASSED", "^ok "), after=1),),
@@ -25,6 +26,8 @@ RULE_SETS = [
     (HighlightRule("whole", "^fail$", after=3), HighlightRule("e", "err", ("... ok",), 1, 1)),
     (HighlightRule("x", "x", ("^x",), before=1, after=1), "error"),
     (HighlightRule("tap", "^not ok "), HighlightRule("cross", "\u2716", (), 3, 0)),
+    (HighlightRule("w", "error", word=True), HighlightRule("w2", "^fail", word=True, after=1),
+     HighlightRule("w3", "ok$", ("PASSED",), word=True)),
     DEFAULT_RULES,
 ]
 
@@ -144,6 +147,18 @@ def test_anchors_and_exclusions(buffer_cls):
     ]
 
 
+def test_a_word_rule_skips_identifiers_and_file_names(buffer_cls):
+    rules = HighlightRules([HighlightRule("e", "error", word=True)], 400, 100)
+    buf = _kept(buffer_cls, rules, [
+        b"test_error_handling", b"TestErrorHandling", b"ErrorPath.java:3", b"-Werror",
+        b"error_unit_3.c", b"Error0001", b"KeyError: x", b"2 errors", b"error", b"(error)",
+        b"errors_seen=0 and then an ERROR: here",
+    ])
+    assert [h.text for h in buf.highlights()] == [
+        b"KeyError: x", b"2 errors", b"error", b"(error)", b"errors_seen=0 and then an ERROR: here",
+    ]
+
+
 def test_an_end_anchor_needs_the_whole_line(buffer_cls):
     rules = HighlightRules([HighlightRule("end", "fail$")], budget=40, line_limit=8)
     buf = _kept(buffer_cls, rules, [b"abc fail", b"abcd fail"])
@@ -192,6 +207,7 @@ def test_early_noise_cannot_push_out_a_later_failure(buffer_cls):
         b"Traceback (most recent call last):", b"x.py:3: error: Incompatible types",
         b"src/a.ts(3,5): error TS2322: Type 'string' is not assignable",
         b"FAILED tests/test_a.py::test_x - assert 3 == 4", b"FAILED: build/x.o",
+        b"KeyError: 'id'", b"java.lang.NullPointerException: x", b"2 errors generated.",
     ],
 )
 def test_default_rules_catch_each_toolchain(buffer_cls, line):
@@ -209,6 +225,9 @@ def test_default_rules_catch_each_toolchain(buffer_cls, line):
         b"\xe2\x9c\x94 error handling (0.5ms)", b"ok  \texample.com/errors\t0.003s",
         b"[INFO] Tests run: 3, Failures: 0, Errors: 0, Skipped: 0",
         b"gcc -Wall -Werror -c errors.c -o errors.o",
+        b"error_unit_006.c:23:9: warning: unused variable 'unused_21' [-Wunused-variable]",
+        b"ErrorPath001.java:10: warning: [unchecked] unchecked call to add(E)",
+        b"record 7: parsed, error_count=0, failed_jobs=0",
     ],
 )
 def test_default_rules_keep_no_passing_test(buffer_cls, line):

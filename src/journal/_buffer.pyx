@@ -171,7 +171,7 @@ cdef class _Filter:
         cdef Py_ssize_t start = 0, end = -1, length, low
         cdef const unsigned char *pattern
         cdef int r, u, anchor
-        cdef bint found = False, vetoed
+        cdef bint found = False, vetoed, word
         while start < size and (text[start] == 32 or text[start] == 9):
             start += 1
         if complete:
@@ -184,16 +184,21 @@ cdef class _Filter:
             pattern = self.pattern[self.row_pattern[r]]
             length = self.length[self.row_pattern[r]]
             anchor = self.row_anchor[r]
+            word = anchor & 4
             if anchor & 2:  # at the end
                 low = start if anchor & 1 else 0
                 if end < 0 or end - length < low or (anchor & 1 and end - start != length):
                     continue
                 if not _equal_folded(text + end - length, pattern, length):
                     continue
+                if word and not _is_word(text, size, end - length, length):
+                    continue
             elif anchor & 1:  # at the start
                 if size - start < length or not _equal_folded(text + start, pattern, length):
                     continue
-            elif not _contains_folded(text, size, pattern, length):
+                if word and not _is_word(text, size, start, length):
+                    continue
+            elif not _contains_folded(text, size, pattern, length, word):
                 continue
             vetoed = False
             for u in range(self.unless_count[r]):
@@ -263,14 +268,39 @@ cdef inline bint _equal_folded(const unsigned char *data, const unsigned char *p
 
 
 cdef bint _contains_folded(const unsigned char *data, Py_ssize_t size,
-                           const unsigned char *pattern, Py_ssize_t length) noexcept:
+                           const unsigned char *pattern, Py_ssize_t length,
+                           bint word) noexcept:
     # Only candidate lines get here, and rules look at line_limit bytes of
     # them: a plain loop is enough.
     cdef Py_ssize_t i
     for i in range(size - length + 1):
         if _FOLD[data[i]] == pattern[0] and _equal_folded(data + i, pattern, length):
-            return True
+            if not word or _is_word(data, size, i, length):
+                return True
     return False
+
+
+cdef inline bint _is_lower(unsigned char c) noexcept:
+    return 97 <= c <= 122
+
+
+cdef inline bint _is_word_byte(unsigned char c) noexcept:
+    return _is_lower(c) or 65 <= c <= 90 or 48 <= c <= 57 or c == 95
+
+
+cdef bint _is_word(const unsigned char *data, Py_ssize_t size, Py_ssize_t at,
+                   Py_ssize_t length) noexcept:
+    """data[at:at + length] is a word of its own (see HighlightRule.word)."""
+    cdef unsigned char c
+    if at > 0:
+        c = data[at - 1]
+        if _is_word_byte(c) and not (_is_lower(c) and 65 <= data[at] <= 90):
+            return False  # inside a word, unless at a CamelCase step
+    if at + length < size:
+        c = data[at + length]
+        if _is_word_byte(c) and not _is_lower(c):
+            return False
+    return True
 
 
 cdef bint _contains(const unsigned char *data, Py_ssize_t size, const unsigned char *text,

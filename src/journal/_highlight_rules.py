@@ -13,6 +13,12 @@ in the README's table), never a new branch in a scanner.  A row says:
   line's start, after indentation.
 - ``before`` / ``after``: context lines kept with a matching line, because a
   failure's cause often sits right next to its marker line.
+- ``word``: the match must be a word of its own, not a piece of an
+  identifier or file name (``test_error_handling``, ``ErrorPath.java``,
+  ``error_unit_3.c``, ``-Werror``).  A word begins after a character that is
+  not a letter, digit or ``_``, or at a CamelCase step (``KeyError``); it
+  ends before one that is not an upper-case letter, digit or ``_`` (so
+  ``errors`` and ``panicked`` still count).
 
 A line matches when one row matches its first ``line_limit`` bytes (what a
 highlight keeps of it); its context is the most any matching row asks for.
@@ -33,6 +39,7 @@ class HighlightRule(NamedTuple):
     unless: tuple[str, ...] = ()
     before: int = 0
     after: int = 0
+    word: bool = False
 
 
 #: What passing tests print around their names, in the tools listed below:
@@ -57,12 +64,12 @@ DEFAULT_RULES: tuple[HighlightRule, ...] = (
     # Words that almost every toolchain prints on failure.  They carry no
     # context: their message is on their line, and context is for the rows
     # below that know where a tool puts the cause.
-    HighlightRule("error", "error", _PASS),
-    HighlightRule("fatal", "fatal", _PASS),
-    HighlightRule("exception", "exception", _PASS),
+    HighlightRule("error", "error", _PASS, word=True),
+    HighlightRule("fatal", "fatal", _PASS, word=True),
+    HighlightRule("exception", "exception", _PASS, word=True),
     HighlightRule("traceback", "traceback (most recent call last)"),
-    HighlightRule("failed", "failed", _PASS),
-    HighlightRule("panic", "panic", _PASS),
+    HighlightRule("failed", "failed", _PASS, word=True),
+    HighlightRule("panic", "panic", _PASS, word=True),
     HighlightRule("rust-panic", "panicked at", after=2),  # the message is on the next line
     HighlightRule("tap-error", "error: |-$", after=3),  # node --test: the message follows
     # A marker at a line's start: the identity of a failed test or target.
@@ -70,15 +77,20 @@ DEFAULT_RULES: tuple[HighlightRule, ...] = (
     HighlightRule("failure-marker", "<<< fail", after=1),  # surefire (Maven, JUnit)
     HighlightRule("maven-error", "^[error]"),  # whatever counts its line holds
     HighlightRule("go-test", "^--- fail", after=2),
-    HighlightRule("go-position", ".go:", ("=== RUN", "--- PASS")),  # go build, vet, test
+    # go build, vet and test: the package ("# example.com/p") or test
+    # ("=== RUN   TestX") comes just before.
+    HighlightRule("go-position", ".go:", ("=== RUN", "--- PASS"), before=1),
     HighlightRule("tap-not-ok", "^not ok "),  # node --test (TAP)
     HighlightRule("spec-cross", "^\u2716 ", ("\u2716 0 problems",), after=1),  # node spec, eslint
     HighlightRule("jest-bullet", "^\u25cf ", after=3),  # jest: the test, a blank, the message
     HighlightRule("unittest-fail", "... fail$"),  # python -m unittest -v
     HighlightRule("cargo-output", "stdout ----$", after=3),  # cargo test: a test's output
-    HighlightRule("javac-position", ".java:", ("^at ",), after=2),  # javac: source and caret
+    # javac: the source line, the caret, then "symbol: ..." say what is wrong.
+    HighlightRule("javac-position", ".java:", ("^at ", ": warning:"), after=3),
     HighlightRule("gradle-wrong", "what went wrong", after=2),
-    HighlightRule("make-stop", ": *** "),  # make: no rule to make target ... Stop.
+    # make: a failed target (its recipe's last words come just before) or a
+    # "No rule to make target ... Stop."
+    HighlightRule("make-stop", ": *** ", before=1),
     HighlightRule("linker", "undefined reference"),
     # Shells and coreutils.
     HighlightRule("not-found", "command not found"),

@@ -35,6 +35,7 @@ MAX_BUDGET = 1 << 30
 # Anchors of a rule's match (bits).
 ANCHOR_START = 1
 ANCHOR_END = 2
+ANCHOR_WORD = 4  # HighlightRule.word
 _BLANKS = b" \t"
 
 # One kept line is stored as a single bytes object: a 16-byte header
@@ -66,7 +67,7 @@ class Row(NamedTuple):
     """A rule as the scanners run it."""
 
     pattern: int  # index into HighlightRules.patterns
-    anchor: int  # ANCHOR_START | ANCHOR_END bits
+    anchor: int  # ANCHOR_START | ANCHOR_END | ANCHOR_WORD bits
     unless: tuple[tuple[bytes, bool], ...]  # (text, anchored at the start)
     before: int
     after: int
@@ -116,6 +117,7 @@ class HighlightRules:
             text, anchor = _anchored(rule.match)
             index = texts.setdefault(text.lower(), len(texts))
             unless = tuple(_exclusion(item) for item in rule.unless)
+            anchor |= ANCHOR_WORD if rule.word else 0
             rows.append(Row(index, anchor, unless, rule.before, rule.after))
         if len(texts) > MAX_PATTERNS:
             raise ValueError(
@@ -159,7 +161,7 @@ class HighlightRules:
         before = after = 0
         for row in self.rows:
             pattern = self.patterns[row.pattern]
-            if not _row_matches(row, pattern, folded, start, end):
+            if not _row_matches(row, pattern, text, folded, start, end):
                 continue
             if any(_contains(text, item, anchored, start) for item, anchored in row.unless):
                 continue
@@ -169,16 +171,38 @@ class HighlightRules:
         return (before, after) if found else None
 
 
-def _row_matches(row: Row, pattern: bytes, folded: bytes, start: int, end: int) -> bool:
+def _row_matches(
+    row: Row, pattern: bytes, text: bytes, folded: bytes, start: int, end: int
+) -> bool:
+    word = row.anchor & ANCHOR_WORD
     if row.anchor & ANCHOR_END:
         if end < 0 or end - len(pattern) < (start if row.anchor & ANCHOR_START else 0):
             return False
         if row.anchor & ANCHOR_START and end - start != len(pattern):
             return False
-        return folded.startswith(pattern, end - len(pattern))
+        at = end - len(pattern)
+        return folded.startswith(pattern, at) and (not word or _is_word(text, at, len(pattern)))
     if row.anchor & ANCHOR_START:
-        return folded.startswith(pattern, start)
-    return pattern in folded
+        return folded.startswith(pattern, start) and (
+            not word or _is_word(text, start, len(pattern)))
+    at = folded.find(pattern)
+    while word and at >= 0 and not _is_word(text, at, len(pattern)):
+        at = folded.find(pattern, at + 1)
+    return at >= 0
+
+
+def _is_word(text: bytes, at: int, size: int) -> bool:
+    """text[at:at + size] is a word of its own (see HighlightRule.word)."""
+    if at > 0 and _WORD[text[at - 1]] and not (
+            _LOWER[text[at - 1]] and _UPPER[text[at]]):
+        return False
+    after = at + size
+    return after >= len(text) or not (_WORD[text[after]] and not _LOWER[text[after]])
+
+
+_UPPER = [65 <= byte <= 90 for byte in range(256)]
+_LOWER = [97 <= byte <= 122 for byte in range(256)]
+_WORD = [_UPPER[byte] or _LOWER[byte] or 48 <= byte <= 57 or byte == 95 for byte in range(256)]
 
 
 def _contains(text: bytes, item: bytes, anchored: bool, start: int) -> bool:
@@ -201,7 +225,7 @@ def _rule(item: object) -> HighlightRule:
 
 
 def _checked_rule(rule: HighlightRule) -> HighlightRule:
-    name, match, unless, before, after = rule
+    name, match, unless, before, after, word = rule
     if not isinstance(name, str) or not 1 <= len(_raw(name)) <= MAX_PATTERN_LENGTH:
         raise ValueError(f"a highlight rule's name is a str of 1 to 64 bytes, got {name!r}")
     if not isinstance(match, str):
@@ -217,7 +241,9 @@ def _checked_rule(rule: HighlightRule) -> HighlightRule:
         _exclusion(item)
     for field, value in (("before", before), ("after", after)):
         _size(value, f"rule {name!r} {field}", 0, MAX_CONTEXT)
-    return HighlightRule(name, match, tuple(unless), before, after)
+    if not isinstance(word, bool):
+        raise TypeError(f"highlight rule {name!r}: word is a bool, not {type(word).__name__}")
+    return HighlightRule(name, match, tuple(unless), before, after, word)
 
 
 def _raw(text: str) -> bytes:
@@ -355,7 +381,7 @@ class ScannerState(NamedTuple):
 # entries (u32 length + bytes each).  Format version 2 had plain patterns
 # (u8 length + bytes each) for rules; version 3 has, for each rule, its name,
 # match and unless texts (u8 length + bytes each, the unless texts after
-# their u8 count) and before, after (u8 each), and after the entries
+# their u8 count) and before, after, word (u8 each), and after the entries
 # after_left u8, prev count u8 and the prev entries.
 _SECTION = struct.Struct("<IIBBBBQQQQQQIIIB")
 _U8 = struct.Struct("<B")
@@ -374,7 +400,8 @@ def encode_section(state: ScannerState) -> bytes:
     ]
     for rule in rules.rules:
         out += _texts(rule.name, rule.match)
-        out += (_U8.pack(rule.before), _U8.pack(rule.after), _U8.pack(len(rule.unless)))
+        out += (_U8.pack(rule.before), _U8.pack(rule.after), _U8.pack(rule.word),
+                _U8.pack(len(rule.unless)))
         out += _texts(*rule.unless)
     out += (state.carry, state.window)
     for raw in state.first + state.recent:
@@ -405,9 +432,11 @@ def decode_section(raw: bytes, start: int, total: int, version: int) -> tuple[Sc
             patterns.append(reader.take(reader.unpack(_U8)[0]))
             continue
         name, match = (reader.text() for _ in range(2))
-        before, after, n_unless = (reader.unpack(_U8)[0] for _ in range(3))
+        before, after, word, n_unless = (reader.unpack(_U8)[0] for _ in range(4))
         unless = tuple(reader.text() for _ in range(n_unless))
-        patterns.append(HighlightRule(name, match, unless, before, after))
+        if word > 1:
+            raise CorruptSnapshot("snapshot highlight section is inconsistent: a flag is neither 0 nor 1")
+        patterns.append(HighlightRule(name, match, unless, before, after, bool(word)))
     try:
         rules = HighlightRules(patterns, budget, line_limit)
     except (TypeError, ValueError) as exc:
