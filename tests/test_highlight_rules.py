@@ -265,3 +265,59 @@ def test_rules_round_trip_through_a_snapshot(buffer_cls):
     copy = buffer_cls.restore(buf.snapshot())
     assert copy.highlight_rules == rules and copy.highlights() == buf.highlights()
     assert copy.snapshot() == buf.snapshot()
+
+
+# The scan window: evicted bytes wait in it and are scanned in one pass when
+# it fills or before anything reads the scanner.  These tests read only at
+# the end (or where the steps say), so spills, snapshots and full windows
+# meet bytes still waiting in it.
+WINDOW_STEPS = st.lists(
+    st.tuples(st.sampled_from(["append"] * 6 + ["spill", "restore", "read", "seal"]),
+              st.lists(st.sampled_from(FRAGMENTS), max_size=12).map(b"".join)),
+    max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rules=rule_sets(), head=st.integers(0, 40), tail=st.integers(0, 400), steps=WINDOW_STEPS)
+def test_the_scan_window_changes_nothing(buffer_cls, rules, head, tail, steps):
+    buf = buffer_cls(head, tail, rules)
+    data = b""
+    for action, chunk in steps:
+        if action == "append" and not buf.sealed:
+            buf.append(chunk)
+            data += chunk
+        elif action == "spill":
+            snapshot = buf.spill()
+            if not buf.sealed:
+                buf.append(chunk)
+                data += chunk
+            buf.unspill(snapshot)
+        elif action == "restore":
+            buf = buffer_cls.restore(buf.snapshot())
+        elif action == "read":
+            buf.render()
+        else:
+            buf.seal()
+    _check(buf, data, head, tail, rules)
+
+
+@settings(max_examples=100, deadline=None)
+@given(rules=rule_sets(), tail=st.integers(0, 400), chunks=parts)
+def test_twins_agree_with_bytes_waiting_in_the_window(both_buffer_classes, rules, tail, chunks):
+    compiled, pure = (cls(8, tail, rules) for cls in both_buffer_classes)
+    for chunk in chunks:
+        compiled.append(chunk)
+        pure.append(chunk)
+    assert compiled.snapshot() == pure.snapshot()
+
+
+def test_a_full_window_is_scanned_and_reads_see_what_waits(buffer_cls):
+    rules = HighlightRules(["error"], budget=1 << 16, line_limit=64)
+    buf = buffer_cls(0, 20_000, rules)  # a 4,096-byte window
+    lines = [b"%05d error\n" % n if n % 500 == 0 else b"%05d fine\n" % n for n in range(3_000)]
+    for line in lines:
+        buf.append(line)
+    # 33,006 bytes: the first 13,006 left the tail, some still in the window.
+    data = b"".join(lines)
+    assert [h.text for h in buf.highlights()] == [b"00000 error", b"00500 error", b"01000 error"]
+    assert buf.dropped_lines == data[: buf.dropped].count(b"\n") == 1_182

@@ -339,6 +339,11 @@ cdef class _Scanner:
     cdef Py_ssize_t _first_bytes, _recent_bytes
     cdef int _after_left  # context lines owed to the last matching line
     cdef list _prev  # context entries: the last lines not kept, for ``before``
+    # The scan window: bytes of the dropped middle not scanned yet, at most
+    # ``window`` (see defer()); allocated at the first eviction.
+    cdef unsigned char *_pending
+    cdef Py_ssize_t _pending_len
+    cdef Py_ssize_t window
 
     def __cinit__(self, rules, state=None):
         self.rules = rules
@@ -369,6 +374,34 @@ cdef class _Scanner:
 
     def __dealloc__(self):
         PyMem_Free(self._carry)
+        PyMem_Free(self._pending)
+
+    cdef void defer(self, const unsigned char *data, Py_ssize_t size) noexcept:
+        """Scan ``data`` (the next bytes of the dropped middle) later, with
+        the bytes before and after it, in one pass: when the window fills, or
+        when ``flush`` is called before anything reads this scanner.  So an
+        append pays a memcpy of what it evicts, not a scan of it."""
+        if size <= 0:
+            return
+        if self._pending_len + size > self.window:
+            self.flush()
+        if size > self.window:
+            self.feed(data, size, True)
+            return
+        if self._pending == NULL:
+            self._pending = <unsigned char *>PyMem_Malloc(self.window)
+            if self._pending == NULL:
+                self.feed(data, size, True)  # no window: scan now
+                return
+        memcpy(self._pending + self._pending_len, data, size)
+        self._pending_len += size
+
+    cdef void flush(self) noexcept:
+        """Scan what ``defer`` holds; every reader of the scanner calls it first."""
+        cdef Py_ssize_t size = self._pending_len
+        if size:
+            self._pending_len = 0
+            self.feed(self._pending, size, True)
 
     cdef void _carry_add(self, const unsigned char *data, Py_ssize_t size) noexcept:
         cdef Py_ssize_t room = self._limit - self._carry_len, wanted
@@ -618,9 +651,11 @@ cdef class _Scanner:
         allocated while a reader copies the buffer's state, so no collection
         (and no finalizer that could let another thread append) can run in
         the middle of that copy."""
+        self.flush()
         return _joined(self._first, self._recent)
 
     cdef object state(self):
+        self.flush()
         return _hl.ScannerState(
             self.rules, self.fed, self.head_done, self.head_lines, self.lines,
             self._line_start, self._line_length, self._matched,
@@ -634,7 +669,8 @@ cdef class _Scanner:
         return (self._first_bytes + self._recent_bytes
                 + (len(self._first) + len(self._recent)) * _ENTRY_HEADER_SIZE
                 + self._carry_alloc + sizeof(self._window) + _text_bytes(self._prev)
-                + len(self._prev) * _ENTRY_HEADER_SIZE)
+                + len(self._prev) * _ENTRY_HEADER_SIZE
+                + (self.window if self._pending != NULL else 0))
 
 
 cdef bytes _joined(list first, list second):
@@ -743,10 +779,10 @@ cdef class HeadTailBuffer:
         cdef Py_ssize_t head_cap = _shared.capacity(head, "head")
         cdef Py_ssize_t tail_cap = _shared.capacity(tail, "tail")
         rules = _hl.rules_or_none(highlights)
-        self._scanner = None if rules is None else _Scanner(rules)
         self._release_storage()
         self._head_limit = self._head_cap = head_cap
         self._tail_cap = tail_cap
+        self._scanner = None if rules is None else self._new_scanner(rules, None)
         self._total = 0
         self._appends = 0
         self._sealed = False
@@ -756,6 +792,11 @@ cdef class HeadTailBuffer:
     def __dealloc__(self):
         PyMem_Free(self._head)
         PyMem_Free(self._ring)
+
+    cdef _Scanner _new_scanner(self, rules, state):
+        cdef _Scanner scanner = _Scanner(rules, state)
+        scanner.window = _hl.window_for(self._tail_cap)
+        return scanner
 
     cdef void _release_storage(self) noexcept:
         self._release_head()
@@ -882,11 +923,12 @@ cdef class HeadTailBuffer:
             first = self._ring_alloc - self._ring_start
             if first > from_ring:
                 first = from_ring
-            scanner.feed(self._ring + self._ring_start, first, True)
+            # Into the scan window, before _write overwrites them.
+            scanner.defer(self._ring + self._ring_start, first)
             if from_ring > first:
-                scanner.feed(self._ring, from_ring - first, True)
+                scanner.defer(self._ring, from_ring - first)
         if excess > from_ring:
-            scanner.feed(data + to_head, excess - from_ring, True)
+            scanner.defer(data + to_head, excess - from_ring)
 
     def append(self, object data):
         """Add ``data`` to the stream; raise StreamSealed once sealed."""
@@ -1046,7 +1088,7 @@ cdef class HeadTailBuffer:
             # runs Python code, so an append may slip in: then build it again.
             while self._ring_len:
                 seen = self._total
-                ahead = _Scanner(scanner.rules, scanner.state())
+                ahead = self._new_scanner(scanner.rules, scanner.state())
                 tail = self._ring_bytes()
                 if seen != self._total:
                     continue
@@ -1092,6 +1134,7 @@ cdef class HeadTailBuffer:
             if evicted > 0:
                 merged_tail = merged_tail[evicted:]
                 if self._spill_scanner is not None:
+                    self._scanner.flush()
                     self._scanner.feed(<const unsigned char *>PyBytes_AS_STRING(base_tail),
                                        evicted, True)
         head = base_head + head
@@ -1121,13 +1164,17 @@ cdef class HeadTailBuffer:
     @property
     def highlights_skipped(self):
         """Matching lines of the dropped middle that the budget did not keep."""
-        return 0 if self._scanner is None else self._scanner.skipped
+        if self._scanner is None:
+            return 0
+        self._scanner.flush()
+        return self._scanner.skipped
 
     @property
     def dropped_lines(self):
         """Newlines in the dropped middle; None without highlight rules."""
         if self._scanner is None:
             return None
+        self._scanner.flush()
         return self._scanner.lines - self._scanner.head_lines if self._scanner.head_done else 0
 
     cdef tuple _read(self, bint full, bint release=False, _Scanner ahead=None):
@@ -1222,7 +1269,7 @@ cdef class HeadTailBuffer:
         buf._total = state.total
         buf._sealed = state.sealed
         if state.scanner is not None:
-            buf._scanner = _Scanner(state.scanner.rules, state.scanner)
+            buf._scanner = buf._new_scanner(state.scanner.rules, state.scanner)
         return buf
 
     def __reduce__(self):

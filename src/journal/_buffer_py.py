@@ -47,7 +47,7 @@ class HeadTailBuffer:
         self._head_limit = self._head_cap = _shared.capacity(head, "head")
         self._tail_cap = _shared.capacity(tail, "tail")
         rules = _hl.rules_or_none(highlights)
-        self._scanner = Scanner(rules) if rules is not None else None
+        self._scanner = self._new_scanner(rules) if rules is not None else None
         self._head = bytearray()
         # bytearray deletes from its front in O(1), which makes it a fine ring.
         self._tail = bytearray()
@@ -97,6 +97,13 @@ class HeadTailBuffer:
                 if excess > 0:
                     del tail[:excess]
 
+    def _new_scanner(
+        self, rules: _hl.HighlightRules, state: Optional[_hl.ScannerState] = None
+    ) -> Scanner:
+        scanner = Scanner(rules, state)
+        scanner.window = _hl.window_for(self._tail_cap)
+        return scanner
+
     def _scan_evicted(self, data: BytesLike, size: int) -> None:
         """Show the scanner, in stream order, the bytes this append pushes out
         of the tail: ``data`` is the part of the append that goes past the head."""
@@ -111,11 +118,13 @@ class HeadTailBuffer:
         if not scanner.head_done:
             base = self._spill_head_len if self._spilled else 0
             scanner.finish_head(self._head[scanner.fed - base :])
+        # Into the scan window: scanned in one pass when it fills, or first
+        # thing when anything reads the scanner.
         from_tail = min(excess, len(self._tail))
         if from_tail:
-            scanner.feed(self._tail[:from_tail])
+            scanner.defer(self._tail[:from_tail])
         if excess > from_tail:
-            scanner.feed(data[: excess - from_tail])
+            scanner.defer(data[: excess - from_tail])
 
     def seal(self) -> None:
         """Refuse further appends; reads keep working."""
@@ -232,7 +241,7 @@ class HeadTailBuffer:
                     else:
                         scanner.feed(rest_of_head, emit=False)
                 if self._tail:
-                    ahead = Scanner(scanner.rules, scanner.state())
+                    ahead = self._new_scanner(scanner.rules, scanner.state())
                     ahead.feed(self._tail)
                     self._spill_scanner = ahead
             state = self._state()
@@ -265,6 +274,7 @@ class HeadTailBuffer:
                     merged_tail = merged_tail[evicted:]
                     if self._spill_scanner is not None:
                         assert self._scanner is not None  # a spill scanner implies a scanner
+                        self._scanner.flush()
                         self._scanner.feed(base.tail[:evicted])
             self._head = bytearray(base.head) + self._head
             self._tail = bytearray(merged_tail)
@@ -288,7 +298,11 @@ class HeadTailBuffer:
     @property
     def highlights_skipped(self) -> int:
         """Matching lines of the dropped middle that the budget did not keep."""
-        return 0 if self._scanner is None else self._scanner.skipped
+        with self._lock:
+            if self._scanner is None:
+                return 0
+            self._scanner.flush()
+            return self._scanner.skipped
 
     @property
     def dropped_lines(self) -> Optional[int]:
@@ -342,7 +356,7 @@ class HeadTailBuffer:
         buf._total = state.total
         buf._sealed = state.sealed
         if state.scanner is not None:
-            buf._scanner = Scanner(state.scanner.rules, state.scanner)
+            buf._scanner = buf._new_scanner(state.scanner.rules, state.scanner)
         return buf
 
     def __reduce__(self) -> tuple[Callable[[bytes], Self], tuple[bytes]]:
@@ -369,6 +383,7 @@ class HeadTailBuffer:
 
 
 def _dropped_lines(scanner: Scanner) -> int:
+    scanner.flush()
     return scanner.lines - scanner.head_lines if scanner.head_done else 0
 
 

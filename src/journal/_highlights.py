@@ -31,6 +31,16 @@ MAX_PATTERN_LENGTH = 64
 MAX_UNLESS = 16
 MAX_CONTEXT = 16
 MAX_BUDGET = 1 << 30
+# The scan window: a buffer holds up to this many bytes that left its tail
+# before its scanner reads them in one pass (so an append does not pay for a
+# scan of the few bytes it evicts).  A quarter of the tail, within bounds:
+# "a little larger than the tail".
+DEFAULT_WINDOW = 4096
+MIN_WINDOW = 64
+
+
+def window_for(tail: int) -> int:
+    return max(MIN_WINDOW, min(DEFAULT_WINDOW, tail // 4))
 
 # Anchors of a rule's match (bits).
 ANCHOR_START = 1

@@ -21,7 +21,7 @@ class Scanner:
         "rules", "_patterns", "_window_size", "fed", "head_done", "head_lines", "lines",
         "_line_start", "_line_length", "_matched", "_carry", "_window", "_first",
         "_first_bytes", "_first_closed", "_recent", "_recent_bytes", "skipped",
-        "_after_left", "_prev", "_max_before",
+        "_after_left", "_prev", "_max_before", "_pending", "window",
     )
 
     def __init__(self, rules: _hl.HighlightRules, state: Optional[_hl.ScannerState] = None):
@@ -48,6 +48,26 @@ class Scanner:
         self._after_left = state.after_left
         self._prev = list(state.prev)
         self._max_before = rules.max_before
+        # The scan window: bytes of the dropped middle not scanned yet.
+        self._pending = bytearray()
+        self.window = _hl.DEFAULT_WINDOW
+
+    def defer(self, data: BytesLike) -> None:
+        """Scan ``data`` (the next bytes of the dropped middle) later, with
+        the bytes before and after it, in one pass: when the window fills, or
+        when ``flush`` is called before anything reads this scanner."""
+        if len(self._pending) + len(data) > self.window:
+            self.flush()
+            if len(data) > self.window:
+                self.feed(data)
+                return
+        self._pending += data
+
+    def flush(self) -> None:
+        """Scan what ``defer`` holds; every reader of the scanner calls it first."""
+        if self._pending:
+            pending, self._pending = self._pending, bytearray()
+            self.feed(pending)
 
     def finish_head(self, rest_of_head: BytesLike) -> None:
         """Scan the head bytes not scanned yet; eviction begins after them."""
@@ -192,15 +212,17 @@ class Scanner:
             self.skipped += 1
 
     def kept(self) -> tuple[list[bytes], list[bytes]]:
+        self.flush()
         return list(self._first), list(self._recent)
 
     def held(self) -> int:
         """Bytes this scanner holds, for ``__sizeof__``."""
         entries = len(self._first) + len(self._recent)
-        return (self._first_bytes + self._recent_bytes + entries * _hl.ENTRY_HEADER.size
+        return (len(self._pending) + self._first_bytes + self._recent_bytes + entries * _hl.ENTRY_HEADER.size
                 + len(self._carry) + len(self._window) + sum(map(len, self._prev)))
 
     def state(self) -> _hl.ScannerState:
+        self.flush()
         return _hl.ScannerState(
             self.rules, self.fed, self.head_done, self.head_lines, self.lines,
             self._line_start, self._line_length, self._matched, bytes(self._carry),
