@@ -701,24 +701,30 @@ class _GroupCommit(Batcher):
 
     def _commit(self, batch: list[Job]) -> Optional[BaseException]:
         conn = self._conn
+        # Runs of the same statement, in order: a batch of registrations is
+        # one statement, not one per task.
+        runs: list[tuple[str, list[tuple[Any, ...]]]] = []
+        sql = ""
+        rows: list[tuple[Any, ...]] = []
+        for job in batch:
+            for op_sql, params in job.payload:
+                if op_sql != sql:
+                    sql, rows = op_sql, []
+                    runs.append((sql, rows))
+                rows.append(params)
         try:
             if conn.in_transaction:  # a ROLLBACK that failed, last time
                 conn.execute("ROLLBACK")
-            conn.execute("BEGIN IMMEDIATE")
-            # Runs of the same statement go through executemany, in order:
-            # a batch of registrations is one call, not one per task.
-            sql = ""
-            run: list[tuple[Any, ...]] = []
-            for job in batch:
-                for op_sql, params in job.payload:
-                    if op_sql != sql and run:
-                        conn.executemany(sql, run)
-                        run = []
-                    sql = op_sql
-                    run.append(params)
-            if run:
-                conn.executemany(sql, run)
-            conn.execute("COMMIT")
+            if len(runs) == 1 and runs[0][0] in _MULTI_ROW and len(runs[0][1]) <= _CHUNK:
+                # One statement is a transaction of its own: no BEGIN and
+                # COMMIT, each of which is one more trip out of the GIL
+                # (and, with many threads, back in after them).
+                _execute_run(conn, *runs[0])
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+                for sql, rows in runs:
+                    _execute_run(conn, sql, rows)
+                conn.execute("COMMIT")
         except BaseException as exc:
             # Whatever it was (a bad value, KeyboardInterrupt), the
             # transaction must not outlive it: the next caller's BEGIN would fail.
@@ -735,6 +741,42 @@ class _GroupCommit(Batcher):
         for job in batch:
             job.error = None
         return None
+
+
+def _multi_row(sql: str) -> tuple[str, str, str]:
+    """``sql`` split around its one ``VALUES (?,...)`` group."""
+    head, _, rest = sql.partition(" VALUES (")
+    group, _, tail = rest.partition(")")
+    return head + " VALUES ", "(" + group + ")", tail
+
+
+#: The statements a run of which is one multi-row statement.  The leader
+#: leaves the GIL once per statement it steps (executemany: once per row),
+#: and every time has to get it back from the threads whose calls it
+#: serves: fewer steps, shorter batches.  A conflict on one row is handled
+#: row by row as in the one-row statement (the upserts), or fails the whole
+#: statement (a duplicate registration), which the batch then retries job
+#: by job.
+_MULTI_ROW = {sql: _multi_row(sql) for sql in (_INSERT_TASK, _UPSERT_TASK, _UPSERT_STREAM)}
+#: Rows per statement, at most (10 columns each: far below SQLite's
+#: smallest variable limit, 999 before 3.32, for any chunk; the texts of
+#: the sizes in use stay in sqlite3's statement cache).
+_CHUNK = 64
+
+
+def _execute_run(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    multi = _MULTI_ROW.get(sql)
+    if multi is None:
+        conn.executemany(sql, rows)
+        return
+    if len(rows) == 1:
+        conn.execute(sql, rows[0])
+        return
+    head, group, tail = multi
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start:start + _CHUNK]
+        conn.execute(head + ",".join([group] * len(chunk)) + tail,
+                     [value for row in chunk for value in row])
 
 
 def _task_ops(row: TaskRow, streams: Optional[Mapping[str, Snapshotable]], new: bool) -> list[_Op]:
