@@ -1,0 +1,107 @@
+"""Durable registrations from asyncio: 64 coroutines on one event loop
+calling ``register_async``, side by side with the hand-written baseline at
+16 threads (``plain``: a sqlite3 connection per thread, one commit per
+call; see test_store_bench.py), and ``to_thread``: the same 64 coroutines
+wrapping the sync call in ``asyncio.to_thread``, what the example hub did.
+
+While the coroutines run, a ticker on the same loop sleeps 1 ms at a time;
+how late it wakes, at worst, is the loop's largest stall during the burst
+(``extra_info["loop_stall_ms"]``, the worst over the rounds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from conftest import run_in_threads
+from test_store_bench import META, open_registrar
+
+COROUTINES = 64
+
+
+async def _ticker(stop: asyncio.Event, worst: list[float]) -> None:
+    loop = asyncio.get_running_loop()
+    last = loop.time()
+    while not stop.is_set():
+        await asyncio.sleep(0.001)
+        now = loop.time()
+        worst[0] = max(worst[0], now - last - 0.001)
+        last = now
+
+
+def _burst(journal, slices, via_thread: bool) -> float:
+    """Register every id of ``slices`` (one coroutine each); return the
+    loop's largest stall meanwhile, in seconds."""
+
+    async def worker(ids):
+        for task_id in ids:
+            if via_thread:
+                await asyncio.to_thread(journal.register, task_id, "node", META)
+            else:
+                await journal.register_async(task_id, "node", META)
+
+    async def main():
+        stop, worst = asyncio.Event(), [0.0]
+        ticker = asyncio.ensure_future(_ticker(stop, worst))
+        await asyncio.sleep(0.005)
+        await asyncio.gather(*(worker(ids) for ids in slices))
+        stop.set()
+        await ticker
+        return worst[0]
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+@pytest.mark.parametrize("impl", ["async64", "plain16", "to_thread64"])
+def test_async_registrations(benchmark, per_op, impl, synchronous):
+    benchmark.group = f"durable registrations, {synchronous}: asyncio 64 coroutines, plain 16 threads"
+    total = 4_096 if synchronous == "normal" else 1_600
+    opened = []
+    stalls: list[float] = []
+
+    def setup():
+        for old in opened:
+            old.close()
+        registrar = open_registrar("plain" if impl == "plain16" else "taskjournal", synchronous)
+        opened[:] = [registrar]
+        parts = 16 if impl == "plain16" else COROUTINES
+        slices = [[f"t{p}-{n}" for n in range(total // parts)] for p in range(parts)]
+        return (registrar, slices), {}
+
+    def round_(registrar, slices):
+        if impl == "plain16":
+            def work(ids):
+                for task_id in ids:
+                    registrar.register(task_id, "node", META)
+
+            run_in_threads(work, slices)
+        else:
+            stalls.append(_burst(registrar, slices, via_thread=impl == "to_thread64"))
+
+    per_op(total)
+    benchmark.pedantic(round_, setup=setup, rounds=3, iterations=1)
+    opened[0].close()
+    if stalls:
+        benchmark.extra_info["loop_stall_ms"] = round(max(stalls) * 1e3, 2)
+        benchmark.extra_info["loop_stall_ms_rounds"] = [round(s * 1e3, 2) for s in stalls]
+
+
+def test_the_ticker_sees_a_blocked_loop():
+    """The stall measurement itself: a sync commit-sized block on the loop
+    shows up as a stall of at least its length."""
+
+    async def main():
+        stop, worst = asyncio.Event(), [0.0]
+        ticker = asyncio.ensure_future(_ticker(stop, worst))
+        await asyncio.sleep(0.005)
+        time.sleep(0.03)  # what a sync durable call on the loop does
+        await asyncio.sleep(0.005)
+        stop.set()
+        await ticker
+        return worst[0]
+
+    assert asyncio.run(main()) >= 0.025
