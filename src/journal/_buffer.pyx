@@ -82,9 +82,18 @@ cdef frozenset _COMMON_PAIRS = frozenset(
     b"io le ve co me de hi ri ro ic ne ea ra ce li ch ll be ma si om ur".split())
 
 
+# Punctuation that logs are full of (paths, positions, options, numbers):
+# a pair of these is no rarer than a pair of letters.
+cdef dict _LOG_PUNCTUATION = {
+    ord(":"): 5.0, ord("/"): 4.0, ord("."): 4.0, ord("-"): 3.0, ord("_"): 3.0,
+    ord("="): 2.0, **{byte: 3.0 for byte in b"0123456789"}}
+
+
 cdef double _frequency(int byte):
     if byte == 32:
         return 15.0
+    if byte in _LOG_PUNCTUATION:
+        return _LOG_PUNCTUATION[byte]
     return _LETTER_FREQUENCY.get(_FOLD[byte], 1.0 if byte < 128 else 0.5)
 
 

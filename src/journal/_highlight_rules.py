@@ -98,7 +98,7 @@ DEFAULT_RULES: tuple[HighlightRule, ...] = (
     HighlightRule("no-such-file", "no such file or directory"),
     HighlightRule("permission", "permission denied"),
     HighlightRule("segfault", "segmentation fault"),
-    HighlightRule("core-dumped", "core dumped"),
+    HighlightRule("core-dumped", "(core dumped)"),  # Aborted (core dumped), ...
     HighlightRule("killed", " killed "),
     HighlightRule("killed-line", "killed$"),
     HighlightRule("timed-out", "timed out", _PASS),
