@@ -4,7 +4,8 @@ Nodes connect and receive commands; every chunk of output they stream goes
 straight into the task's append handle.  Callers submit commands and wait for
 results.  Killed and restarted on the same store, the hub lists the tasks that
 were in flight, and each node that reconnects re-attaches its own and resends
-what the journal's last checkpoint lacks.
+what the journal's last checkpoint lacks.  Every journal call that waits
+for the store is the ``*_async`` twin, awaited on the loop: no thread hop.
 
     python examples/grpc_hub/hub.py --port 50051 --store sqlite:///hub.db
 """
@@ -104,7 +105,7 @@ class Hub(rpc.HubServicer):
 
     async def _reattach(self, link: NodeLink, task_id: str) -> None:
         try:
-            record = await asyncio.to_thread(self.journal.reattach, task_id, link.node_id)
+            record = await self.journal.reattach_async(task_id, link.node_id)
         except (InvalidTransition, UnknownTask) as exc:
             # Ended already (its end was durable before the restart), or
             # never registered here: nothing more to send.
@@ -125,7 +126,7 @@ class Hub(rpc.HubServicer):
                 await self._ingest(link, message.output, handles)
             elif kind == "started":
                 try:
-                    await asyncio.to_thread(self.journal.start, message.started.task_id)
+                    await self.journal.start_async(message.started.task_id)
                 except InvalidTransition:
                     pass  # started before a restart, or ended already
             elif kind == "exit":
@@ -163,11 +164,9 @@ class Hub(rpc.HubServicer):
         log.info("exit %s %d", task_id, code)
         try:
             if code == 0:
-                await asyncio.to_thread(self.journal.complete, task_id, {"exit_code": 0})
+                await self.journal.complete_async(task_id, {"exit_code": 0})
             else:
-                await asyncio.to_thread(
-                    self.journal.fail, task_id, f"exit code {code}", {"exit_code": code}
-                )
+                await self.journal.fail_async(task_id, f"exit code {code}", {"exit_code": code})
         except (InvalidTransition, UnknownTask):
             pass  # its end was already recorded
         await link.outbox.put(pb.HubMessage(done=pb.Done(task_id=task_id, reason="recorded")))
@@ -184,7 +183,7 @@ class Hub(rpc.HubServicer):
         link = links[next(self._turn) % len(links)]
         task_id = request.task_id or uuid.uuid4().hex
         try:
-            await asyncio.to_thread(self.journal.register, task_id, link.node_id, {"argv": argv})
+            await self.journal.register_async(task_id, link.node_id, {"argv": argv})
         except DuplicateTask:
             known = self.journal.get(task_id)
             if known.meta != {"argv": argv}:
@@ -256,7 +255,7 @@ async def serve(port: int, store: str, grace: float, lease: float) -> None:
     in_flight = len(journal.in_flight())
     # close() leaves the unfinished tasks in the store: the next hub on this
     # store lists them, and their nodes re-attach them.
-    journal.close()
+    await journal.close_async()
     print(f"hub: stopped; journal closed, {in_flight} task(s) in flight left to re-attach",
           flush=True)
 
