@@ -217,13 +217,10 @@ class Batcher:
                 pass  # that loop is closed: nobody awaits there any more
 
     def _take(self, limit: int) -> list[Job]:
-        batch: list[Job] = []
-        try:
-            while len(batch) < limit:
-                batch.append(self._queue.get_nowait())
-        except queue.Empty:
-            pass
-        return batch
+        # Only the leader takes, so what qsize() counts is there to take
+        # (and no Empty is raised and caught at the end of every batch).
+        get = self._queue.get_nowait
+        return [get() for _ in range(min(limit, self._queue.qsize()))]
 
     def _run(self, batch: list[Job]) -> None:
         raise NotImplementedError
