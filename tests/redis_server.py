@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -132,19 +133,20 @@ class RedisClusterServers:
         for port in self.ports:
             self.start_node(port)
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+            [_cli(), "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
         )
         self.wait_healthy()
 
-    def wait_healthy(self, seconds: float = 30.0) -> None:
-        """Until every live node says cluster_state:ok and sees all slots."""
+    def wait_healthy(self, seconds: float = 30.0, replicas: bool = True) -> None:
+        """Until every live node says cluster_state:ok and sees all slots
+        (and, with ``replicas``, every primary has its replicas in sync)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             states = [self.cli(port, "cluster", "info") for port in self.live_ports()]
             if all("cluster_state:ok" in s and "cluster_slots_ok:16384" in s for s in states) \
-                    and self._replicas_online():
+                    and (not replicas or self._replicas_online()):
                 return
             time.sleep(0.1)
         raise RuntimeError("the Redis cluster did not become healthy")
@@ -160,11 +162,30 @@ class RedisClusterServers:
                 online += info.count("state=online")
         return online >= self.primaries * self.replicas
 
+    def replica_of(self, port: int) -> int:
+        """The port of a replica of the primary on ``port``."""
+        primary_id = self.cli(port, "cluster", "myid").strip()
+        for line in self.cli(port, "cluster", "nodes").splitlines():
+            fields = line.split()
+            if "slave" in fields[2] and fields[3] == primary_id:
+                return int(fields[1].split("@")[0].rsplit(":", 1)[1])
+        raise RuntimeError(f"the primary on port {port} has no replica")
+
+    def wait_promoted(self, port: int, seconds: float = 60.0) -> None:
+        """Until the node on ``port`` (a replica) is a primary, and the
+        cluster is whole again."""
+        deadline = time.monotonic() + seconds
+        while "role:master" not in self.cli(port, "info", "replication"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the replica on port {port} was not promoted")
+            time.sleep(0.05)
+        self.wait_healthy(max(1.0, deadline - time.monotonic()), replicas=False)
+
     def live_ports(self) -> list[int]:
         return [p for p, proc in self.processes.items() if proc.poll() is None]
 
     def cli(self, port: int, *args: str) -> str:
-        return subprocess.run(["redis-cli", "-p", str(port), *args], check=True,
+        return subprocess.run([_cli(), "-p", str(port), *args], check=True,
                               capture_output=True, text=True, timeout=30).stdout
 
     def kill(self, port: int) -> None:
@@ -180,6 +201,12 @@ class RedisClusterServers:
         for process in self.processes.values():
             process.wait(timeout=10)
         self.processes.clear()
+
+
+def _cli() -> str:
+    """redis-cli, or Valkey's (Debian sid has Valkey: redis-server there is
+    a link to valkey-server, which takes the same cluster options)."""
+    return shutil.which("redis-cli") or shutil.which("valkey-cli") or "redis-cli"
 
 
 def cluster_port() -> int:

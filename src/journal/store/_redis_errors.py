@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from journal.errors import JournalError, StoreError, StoreUnavailable
 
-__all__ = ["NotReplicated", "Refusal", "judge"]
+__all__ = ["NotReplicated", "Refusal", "judge", "topology_change"]
 
 try:
     from redis import exceptions as redis_errors
@@ -54,10 +54,11 @@ def judge(exc: BaseException, where: str, seconds: float) -> tuple[bool, BaseExc
             f"Redis at {where} stayed read-only for {seconds:g} s ({text}: a replica, or "
             "a failover under way): nothing was written; retry once a primary answers"
         )
-    if isinstance(exc, (redis_errors.AskError, redis_errors.ClusterError,
-                        redis_errors.SlotNotCoveredError)):
+    if isinstance(exc, (redis_errors.AskError, redis_errors.TryAgainError,
+                        redis_errors.ClusterError, redis_errors.SlotNotCoveredError)):
         # MOVED and ASK: a slot moved or is moving (the route follows it);
-        # CLUSTERDOWN, uncovered slots: a failover under way.
+        # TRYAGAIN: a script's keys are half moved; CLUSTERDOWN, uncovered
+        # slots: a failover under way.
         return True, StoreUnavailable(
             f"the Redis Cluster at {where} kept redirecting or lacked a primary for "
             f"{seconds:g} s ({type(exc).__name__}: {text}): nothing was written; retry once "
@@ -96,3 +97,9 @@ def judge(exc: BaseException, where: str, seconds: float) -> tuple[bool, BaseExc
         f"the Redis client failed unexpectedly talking to {where} "
         f"({type(exc).__name__}: {text}); the change may not have been made"
     )
+
+
+def topology_change(exc: BaseException) -> bool:
+    """A cluster moving slots or failing over (retried, not a fault)."""
+    return isinstance(exc, (redis_errors.AskError, redis_errors.TryAgainError,
+                            redis_errors.ClusterError, redis_errors.SlotNotCoveredError))

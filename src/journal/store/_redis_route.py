@@ -19,6 +19,8 @@ NotReplicated error.
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any, Optional
 
@@ -40,6 +42,8 @@ Call = tuple[str, list[str], list[Any]]
 
 #: Redirections (MOVED, ASK) one pipeline follows before it gives up.
 REDIRECTS = 5
+#: Seconds between two reads of a cluster's slot map.
+REFRESH_EVERY = 0.25
 
 
 class Route:
@@ -94,7 +98,10 @@ class Route:
             self.client.script_load(source)
 
     def refresh(self) -> None:
-        """After an outage or a redirection: nothing to learn on one server."""
+        """After an outage: nothing to learn on one server."""
+
+    def after_error(self, exc: BaseException) -> None:
+        """A call failed with ``exc``: learn what it says about the topology."""
 
     def subscribe(self, pubsub: Any, channels: list[str]) -> None:
         pubsub.subscribe(*channels)
@@ -111,6 +118,11 @@ class ClusterRoute(Route):
 
     cluster = True
     publish = "SPUBLISH"
+
+    def __init__(self, client: Any, settings: RedisSettings) -> None:
+        super().__init__(client, settings)
+        self._refresh_lock = threading.Lock()
+        self._refreshed = 0.0
 
     def run_scripts(self, calls: list[Call], wait: bool) -> list[Any]:
         client = self.client
@@ -137,7 +149,7 @@ class ClusterRoute(Route):
                     answers[i] = result
                     if isinstance(result, redis_errors.MovedError):
                         pending.append(i)
-                        moved = True
+                        self._move_slot(result)
                     elif isinstance(result, redis_errors.AskError):
                         target = client.get_node(host=result.host, port=result.port)
                         if target is None:
@@ -177,11 +189,35 @@ class ClusterRoute(Route):
         for source in sources:
             self.client.script_load(source)
 
-    def refresh(self) -> None:
+    def _move_slot(self, exc: Any) -> None:
+        # What redis-py itself does with a MOVED: the slot's new owner, at once.
         try:
-            self.client.nodes_manager.initialize()
+            self.client.nodes_manager.move_slot(exc)
+        except Exception:  # noqa: BLE001 - a refresh learns it instead
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Read the slot map again, at most every REFRESH_EVERY seconds and
+        by one thread at a time: every thread of every hub meets a failover
+        at once, and each refresh drops connections others may be using."""
+        if not self._refresh_lock.acquire(blocking=False):
+            return
+        try:
+            if time.monotonic() - self._refreshed < REFRESH_EVERY:
+                return
+            self.client.nodes_manager.initialize(disconnect_startup_nodes_pools=False)
         except Exception:  # noqa: BLE001 - the next call's error tells
             pass
+        finally:
+            self._refreshed = time.monotonic()
+            self._refresh_lock.release()
+
+    def after_error(self, exc: BaseException) -> None:
+        if isinstance(exc, redis_errors.MovedError):
+            self._move_slot(exc)
+        elif isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError,
+                              redis_errors.ClusterError, redis_errors.SlotNotCoveredError)):
+            self.refresh()
 
     def subscribe(self, pubsub: Any, channels: list[str]) -> None:
         pubsub.ssubscribe(*channels)

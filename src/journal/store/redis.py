@@ -90,7 +90,7 @@ from journal.errors import (
     StoreLocked,
     StoreUnavailable,
 )
-from journal.store._redis_errors import NotReplicated, Refusal, judge
+from journal.store._redis_errors import NotReplicated, Refusal, judge, topology_change
 from journal.store._redis_keys import BUCKETS, LAYOUT_VERSION, Layout
 from journal.store._redis_lease import LIVE, LIVE_LOCK, holder_state, new_instance
 from journal.store._redis_route import Route, Scripts, _Detecting, open_route
@@ -285,8 +285,7 @@ class RedisStore(SharedStore):
                     if self._closed.is_set() and retry:
                         error = StoreError(self._closed_message())
                     raise error from (None if isinstance(exc, JournalError) else exc)
-                if self._route.cluster:
-                    self._route.refresh()  # a failover or a slot on the move
+                self._route.after_error(exc)  # a failover or a slot on the move
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
 
@@ -668,11 +667,12 @@ class RedisStore(SharedStore):
 
     def _background_error(self, what: str, exc: BaseException) -> None:
         """Count and log what a background thread survived.  Redis being
-        away (or read-only, or loading) is an outage, not an error: every
+        away (or read-only, or loading, or a cluster moving slots or failing
+        over) is an outage, not an error: every
         foreground call reports it already, and a thread retrying through it
         would count the outage's length; outages are counted once each, in
         ``background_outages``."""
-        outage = isinstance(exc, StoreUnavailable) or (
+        outage = isinstance(exc, StoreUnavailable) or topology_change(exc) or (
             isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError))
             and not isinstance(exc, (redis_errors.AuthenticationError,
                                      redis_errors.AuthorizationError))
@@ -746,8 +746,7 @@ class RedisStore(SharedStore):
                 if self._closed.is_set():
                     return
                 self._background_error("the ended-task subscription", exc)
-                if route.cluster:
-                    route.refresh()
+                route.after_error(exc)
                 self._closed.wait(pause)
                 pause = min(pause * 2, 0.5)
             finally:
