@@ -65,6 +65,27 @@ def test_durable_calls_and_task_lifetimes_are_spans(spans, buffer_cls):
     assert tasks["ok"].end_time >= complete.start_time
 
 
+def test_the_async_twins_are_traced_alike(spans, buffer_cls):
+    import asyncio
+
+    async def scenario():
+        journal = TaskJournal(buffer_class=buffer_cls, config=JournalConfig(sweep_interval=0))
+        await journal.register_async("a", "node-3")
+        await journal.start_async("a")
+        journal.stream("a").append(b"z" * 10)
+        await journal.fail_async("a", "exit status 4", {"exit_code": 4})
+        await journal.close_async()
+
+    asyncio.run(scenario())
+    names = {span.name for span in spans.get_finished_spans()}
+    assert {"taskjournal.register_async", "taskjournal.start_async", "taskjournal.fail_async",
+            "taskjournal.close"} <= names, names
+    [task] = _by_name(spans, "taskjournal.task")
+    assert task.attributes["taskjournal.status"] == "failed"
+    assert task.attributes["taskjournal.bytes"] == 10
+    assert "taskjournal.left_in_flight" not in task.attributes
+
+
 def test_a_task_the_sweep_ends_ends_its_span_too(spans, buffer_cls):
     config = JournalConfig(sweep_interval=0, lease_timeout=0.05)
     with TaskJournal(buffer_class=buffer_cls, config=config) as journal:
@@ -103,12 +124,15 @@ def test_tasks_left_in_flight_at_close_end_their_spans(spans, tmp_path, buffer_c
 
 
 def test_uninstrument_puts_the_methods_back(buffer_cls):
-    own = {name: getattr(TaskJournal, name) for name in (*_tracing.DURABLE, _tracing.TRANSITION)}
+    names = (*_tracing.DURABLE, *_tracing.DURABLE_ASYNC, _tracing.TRANSITION)
+    own = {name: getattr(TaskJournal, name) for name in names}
+    defined = set(TaskJournal.__dict__)
     _tracing.instrument()
     assert _tracing.instrumented() and TaskJournal.register is not own["register"]
     _tracing.uninstrument()
     assert not _tracing.instrumented()
     assert {name: getattr(TaskJournal, name) for name in own} == own
+    assert set(TaskJournal.__dict__) == defined  # the mixin's methods inherited again
 
 
 def test_off_costs_nothing_not_even_an_import():

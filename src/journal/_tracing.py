@@ -1,7 +1,8 @@
 """Optional OpenTelemetry spans for the journal (the ``otel`` extra).
 
 ``instrument()`` wraps TaskJournal's durable calls (register, start,
-complete, fail, cancel, reattach, checkpoint, close) in spans, and gives
+complete, fail, cancel, reattach, checkpoint, close, and the ``_async``
+twins of the first six) in spans, and gives
 every task a span of its own from ``register`` (or ``reattach`` after a
 restart) to its terminal state, whoever ends it: the caller, a deadline or
 a lost lease found by the sweep.  Attributes: ``taskjournal.task_id``,
@@ -33,12 +34,16 @@ __all__ = ["instrument", "instrumented", "uninstrument"]
 
 #: The calls that change the store: one span each.
 DURABLE = ("register", "start", "complete", "fail", "cancel", "reattach", "checkpoint", "close")
+#: Their awaitable twins (close_async runs close, traced already).
+DURABLE_ASYNC = ("register_async", "start_async", "complete_async", "fail_async",
+                 "cancel_async", "reattach_async")
 #: Every state change, the sweep's included, passes here: it ends task spans.
 TRANSITION = "_transition"
 PREFIX = "taskjournal."
 
 _lock = threading.Lock()
-_originals: dict[str, Callable[..., Any]] = {}
+#: name -> (the method TaskJournal had, whether the class itself defined it).
+_originals: dict[str, tuple[Callable[..., Any], bool]] = {}
 #: (id of the journal, task id) -> the task's open span.
 _task_spans: dict[tuple[int, str], Any] = {}
 
@@ -63,22 +68,30 @@ def instrument(tracer_provider: Optional[Any] = None) -> None:
     with _lock:
         if _originals:
             return
+        for name in (*DURABLE, *DURABLE_ASYNC, TRANSITION):
+            _originals[name] = (getattr(TaskJournal, name), name in TaskJournal.__dict__)
         for name in DURABLE:
-            _originals[name] = getattr(TaskJournal, name)
-            setattr(TaskJournal, name, _traced_call(name, _originals[name], tracer))
-        _originals[TRANSITION] = getattr(TaskJournal, TRANSITION)
-        setattr(TaskJournal, TRANSITION, _traced_transition(_originals[TRANSITION], error))
+            setattr(TaskJournal, name, _traced_call(name, getattr(TaskJournal, name), tracer))
+        for name in DURABLE_ASYNC:
+            method = getattr(TaskJournal, name)
+            setattr(TaskJournal, name, _traced_async(name, method, tracer, error))
+        setattr(TaskJournal, TRANSITION, _traced_transition(getattr(TaskJournal, TRANSITION), error))
         # The task spans start where a task enters this journal.
         for name in ("register", "reattach"):
             setattr(TaskJournal, name, _opening(getattr(TaskJournal, name), tracer))
+        for name in ("register_async", "reattach_async"):
+            setattr(TaskJournal, name, _opening_async(getattr(TaskJournal, name), tracer))
         setattr(TaskJournal, "close", _closing(TaskJournal.close))
 
 
 def uninstrument() -> None:
     """Put TaskJournal's own methods back; open task spans are ended."""
     with _lock:
-        for name, method in _originals.items():
-            setattr(TaskJournal, name, method)
+        for name, (method, own) in _originals.items():
+            if own:
+                setattr(TaskJournal, name, method)
+            else:
+                delattr(TaskJournal, name)  # inherited again (the async mixin's)
         _originals.clear()
         spans = list(_task_spans.values())
         _task_spans.clear()
@@ -106,37 +119,72 @@ def _traced_call(name: str, method: Callable[..., Any], tracer: Any) -> Callable
     return call
 
 
+def _traced_async(name: str, method: Callable[..., Any], tracer: Any,
+                  error: Any) -> Callable[..., Any]:
+    @functools.wraps(method)
+    async def call(journal: TaskJournal, *args: Any, **kwargs: Any) -> Any:
+        attributes = {PREFIX + "task_id": args[0]} if args and isinstance(args[0], str) else {}
+        with tracer.start_as_current_span(PREFIX + name, attributes=attributes) as span:
+            record = await method(journal, *args, **kwargs)
+            span.set_attributes(_attributes(record))
+        # The async twins change state without _transition: the end is here.
+        _end_task(journal, record, error)
+        return record
+
+    return call
+
+
+def _open_task(journal: TaskJournal, record: TaskRecord, tracer: Any) -> None:
+    span = tracer.start_span(PREFIX + "task", attributes=_attributes(record))
+    with _lock:
+        previous = _task_spans.pop((id(journal), record.task_id), None)
+        _task_spans[(id(journal), record.task_id)] = span
+    if previous is not None:
+        previous.end()
+
+
 def _opening(method: Callable[..., Any], tracer: Any) -> Callable[..., Any]:
     @functools.wraps(method)
     def call(journal: TaskJournal, *args: Any, **kwargs: Any) -> Any:
         record = method(journal, *args, **kwargs)
-        span = tracer.start_span(PREFIX + "task", attributes=_attributes(record))
-        with _lock:
-            previous = _task_spans.pop((id(journal), record.task_id), None)
-            _task_spans[(id(journal), record.task_id)] = span
-        if previous is not None:
-            previous.end()
+        _open_task(journal, record, tracer)
         return record
 
     return call
+
+
+def _opening_async(method: Callable[..., Any], tracer: Any) -> Callable[..., Any]:
+    @functools.wraps(method)
+    async def call(journal: TaskJournal, *args: Any, **kwargs: Any) -> Any:
+        record = await method(journal, *args, **kwargs)
+        _open_task(journal, record, tracer)
+        return record
+
+    return call
+
+
+def _end_task(journal: TaskJournal, record: TaskRecord, error: Any) -> None:
+    """End the task's span if ``record`` is its end (once: the span is taken)."""
+    if not record.status.terminal:
+        return
+    with _lock:
+        span = _task_spans.pop((id(journal), record.task_id), None)
+    if span is None:
+        return
+    span.set_attributes(_attributes(record))
+    span.set_attribute(PREFIX + "bytes", sum(view.total for view in record.streams.values()))
+    if record.error:
+        span.set_attribute(PREFIX + "error", record.error)
+    if record.status.value != "completed":
+        span.set_status(error)
+    span.end()
 
 
 def _traced_transition(method: Callable[..., Any], error: Any) -> Callable[..., Any]:
     @functools.wraps(method)
     def call(journal: TaskJournal, task_id: str, target: Any, **changes: Any) -> Any:
         record = method(journal, task_id, target, **changes)
-        if not record.status.terminal:
-            return record
-        with _lock:
-            span = _task_spans.pop((id(journal), task_id), None)
-        if span is not None:
-            span.set_attributes(_attributes(record))
-            span.set_attribute(PREFIX + "bytes", sum(view.total for view in record.streams.values()))
-            if record.error:
-                span.set_attribute(PREFIX + "error", record.error)
-            if record.status.value != "completed":
-                span.set_status(error)
-            span.end()
+        _end_task(journal, record, error)
         return record
 
     return call
