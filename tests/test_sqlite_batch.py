@@ -58,11 +58,11 @@ def _in_one_batch(store, calls):
     threads = [threading.Thread(target=run, args=(n,)) for n in range(len(calls))]
     threads[0].start()
     assert entered.wait(WAIT)
-    for thread in threads[1:]:
-        thread.start()
     deadline = time.monotonic() + WAIT
-    while writer._queue.qsize() < len(calls) - 1 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    for queued, thread in enumerate(threads[1:], 1):
+        thread.start()  # one at a time: the batch holds them in this order
+        while writer._queue.qsize() < queued and time.monotonic() < deadline:
+            time.sleep(0.001)
     release.set()
     for thread in threads:
         thread.join(WAIT)
@@ -132,5 +132,53 @@ def test_a_terminal_row_and_its_streams_share_the_batch(sqlite_url, buffer_cls):
             stored = store.get(f"t{n}")
             assert stored.row.status == "completed"
             assert stored.streams == {"stdout": snaps[n].data}
+    finally:
+        store.close()
+
+
+def _statements(store):
+    """The statements the writer's connection runs from now on."""
+    seen = []
+    store._writer._conn.set_trace_callback(seen.append)
+    return seen
+
+
+def test_completions_of_distinct_tasks_are_one_statement_per_kind(sqlite_url, buffer_cls):
+    store = open_store(sqlite_url)
+    try:
+        for n in range(8):
+            store.put_task(_row(f"t{n}"), new=True)
+        snaps = [_Snap(buffer_cls, 10 * (n + 1)) for n in range(8)]
+        calls = [lambda: store.put_task(_row("lead"), new=True)]
+        calls += [lambda n=n: store.put_task(_row(f"t{n}", "completed"),
+                                             {"stdout": snaps[n], "stderr": snaps[7 - n]})
+                  for n in range(8)]
+        seen = _statements(store)
+        sizes, outcomes = _in_one_batch(store, calls)
+        assert sizes == [1, 8] and outcomes == [None] * 9
+        # The shared commit: one statement of 8 task rows, one of 16 streams.
+        shared = seen[seen.index("BEGIN IMMEDIATE") + 1:seen.index("COMMIT")]
+        assert [sql.split(" (")[0] for sql in shared] == ["INSERT INTO tasks", "INSERT INTO streams"]
+        for n in range(8):
+            assert store.get(f"t{n}").streams == {"stdout": snaps[n].data, "stderr": snaps[7 - n].data}
+    finally:
+        store.close()
+
+
+def test_writes_of_one_task_in_two_jobs_keep_their_order(sqlite_url, buffer_cls):
+    """A stale checkpoint of an id, queued before the id's new registration:
+    the registration's trigger clears it, as it would one write at a time."""
+    store = open_store(sqlite_url)
+    try:
+        stale = _Snap(buffer_cls, 50)
+        calls = [
+            lambda: store.put_task(_row("lead"), new=True),
+            lambda: store.put_streams([("t", "stdout", stale.data)]),
+            lambda: store.put_task(_row("t"), new=True),
+            lambda: store.put_task(_row("u"), new=True),
+        ]
+        sizes, outcomes = _in_one_batch(store, calls)
+        assert sizes == [1, 3] and outcomes == [None] * 4
+        assert store.get("t").streams == {}
     finally:
         store.close()

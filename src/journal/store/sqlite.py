@@ -701,17 +701,7 @@ class _GroupCommit(Batcher):
 
     def _commit(self, batch: list[Job]) -> Optional[BaseException]:
         conn = self._conn
-        # Runs of the same statement, in order: a batch of registrations is
-        # one statement, not one per task.
-        runs: list[tuple[str, list[tuple[Any, ...]]]] = []
-        sql = ""
-        rows: list[tuple[Any, ...]] = []
-        for job in batch:
-            for op_sql, params in job.payload:
-                if op_sql != sql:
-                    sql, rows = op_sql, []
-                    runs.append((sql, rows))
-                rows.append(params)
+        runs = _grouped(batch)
         try:
             if conn.in_transaction:  # a ROLLBACK that failed, last time
                 conn.execute("ROLLBACK")
@@ -762,6 +752,42 @@ _MULTI_ROW = {sql: _multi_row(sql) for sql in (_INSERT_TASK, _UPSERT_TASK, _UPSE
 #: smallest variable limit, 999 before 3.32, for any chunk; the texts of
 #: the sizes in use stay in sqlite3's statement cache).
 _CHUNK = 64
+#: The order of the kinds when a batch is grouped: a job writes its task
+#: row before its streams (a new row's trigger clears stream rows).
+_GROUP_ORDER = (_INSERT_TASK, _UPSERT_TASK, _UPSERT_STREAM)
+
+
+def _grouped(batch: list[Job]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The batch's statements as runs of one kind each, to execute in order.
+
+    When every job is a ``put_task``/``put_streams`` and no task is written
+    by two jobs, the runs are one per kind, in the order task rows first,
+    then stream rows, which is each job's own order: no row then sees its
+    writes in another order than the jobs' (a batch of 64 completions is
+    two statements, not 128).  Otherwise (two changes of one task, a
+    removal) runs of the same statement are merged only where they follow
+    each other, so everything happens in the order it was queued."""
+    kinds: dict[str, list[tuple[Any, ...]]] = {}
+    owner: dict[str, int] = {}
+    for index, job in enumerate(batch):
+        for op_sql, params in job.payload:
+            if op_sql not in _MULTI_ROW or owner.setdefault(params[0], index) != index:
+                return _in_order(batch)
+            kinds.setdefault(op_sql, []).append(params)
+    return [(sql, kinds[sql]) for sql in _GROUP_ORDER if sql in kinds]
+
+
+def _in_order(batch: list[Job]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    runs: list[tuple[str, list[tuple[Any, ...]]]] = []
+    sql = ""
+    rows: list[tuple[Any, ...]] = []
+    for job in batch:
+        for op_sql, params in job.payload:
+            if op_sql != sql:
+                sql, rows = op_sql, []
+                runs.append((sql, rows))
+            rows.append(params)
+    return runs
 
 
 def _execute_run(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
