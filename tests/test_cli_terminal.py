@@ -209,3 +209,18 @@ def test_the_progress_bar_ends_at_the_total_after_a_silent_run():
     # The bar's last frame, before the tables: every task counted, the lost one too.
     frames = screen.plain.split("tasks by final status")[0]
     assert "6/6" in frames.splitlines()[-2] or "6/6" in frames.rsplit("\r", 1)[-1], frames[-500:]
+
+
+def test_a_pager_that_is_not_there_does_not_lose_the_output(store):
+    code, screen = run_on_terminal("show", IDS[0], "--store", store,
+                                   env={"TASKJOURNAL_PAGER": "no-such-pager-here -x"})
+    assert code == 0 and ERROR in screen.plain and "file_599" in screen.plain
+
+
+def test_tail_pages_like_show(store, tmp_path):
+    seen = tmp_path / "paged"
+    pager = f"{sys.executable} -c \"import sys; open({str(seen)!r}, 'wb').write(sys.stdin.buffer.read())\""
+    code, screen = run_on_terminal("tail", IDS[0], "--store", store,
+                                   env={"TASKJOURNAL_PAGER": pager})
+    assert code == 0 and b"\x1b[1;31m" + ERROR.encode() in seen.read_bytes()
+    assert b"file_599" not in screen.output
