@@ -62,7 +62,7 @@ def test_the_styled_stream_is_the_rendered_stream(buffer_cls, case):
     if case in ("none", "no-drop", "no-rules"):
         assert red == []
     if case == "context":
-        context = [h for h in view.highlights if getattr(h, "context", False)]
+        context = [h for h in view.highlights if h.context]
         assert context, view.highlights  # the rules keep context: it is drawn, not red
         assert not any(h.text.decode() in red for h in context)
         assert "thread 'main' panicked at src/main.rs:2:5:" in red

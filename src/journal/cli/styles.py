@@ -38,9 +38,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def is_context(kept: Highlight) -> bool:
-    """Whether a kept line is context around a match rather than a match.
-    (Highlights gain this flag with context lines; older ones have none.)"""
-    return bool(getattr(kept, "context", False))
+    """Whether a kept line is context around a match rather than a match."""
+    return kept.context
 
 
 def _line(out: Text, text: str, style: str) -> None:
