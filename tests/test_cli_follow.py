@@ -192,3 +192,37 @@ def test_stall_after_must_be_seconds(tmp_path, value):
                f"sqlite:///{tmp_path / 'none.db'}", check=False)
     assert done.returncode == 1 and len(done.stderr.splitlines()) == 1
     assert "--stall-after must be seconds > 0" in done.stderr
+
+
+@pytest.mark.redis
+def test_a_store_outage_is_said_and_the_follow_goes_on(tmp_path):
+    """Redis restarted under a follower: it says the store is unreachable
+    (once), and carries on to the task's end when the store is back."""
+    from redis_server import RedisServer
+
+    server = RedisServer(tmp_path, persistent=True)
+    server.start()
+    url = f"{server.url}?prefix=follow&replica=hub-1"
+    journal = TaskJournal(url, config=JournalConfig(sweep_interval=0, lease_timeout=600))
+    try:
+        journal.register("live", "node-1")
+        journal.start("live")
+        journal.stream("live").append(b"before\n")
+        journal.checkpoint()
+        # A short store timeout: the follower's reads give up on the dead server.
+        follower = _follow(url + "&timeout=0.2", "--interval", "0.05")
+        assert follower.stdout.readline() == b"before\n"  # it follows: now the outage
+        server.stop()
+        time.sleep(2)  # polls meet no server for far longer than the timeout
+        server.start()  # the same port and data
+        journal.stream("live").append(b"after\n")
+        journal.complete("live", {"exit_code": 0})
+        stdout, stderr = follower.communicate(timeout=60)
+    finally:
+        journal.close()
+        server.stop()
+    lines = stderr.decode().splitlines()
+    assert follower.returncode == 0, stderr
+    assert stdout == b"after\n"
+    assert len([line for line in lines if line.startswith("store unreachable, retrying: ")]) == 1
+    assert lines[-1] == "--- task live completed, exit code 0"

@@ -30,7 +30,7 @@ from journal.cli.styles import (
     status_style,
     terminal_safe,
 )
-from journal.errors import StoreUnavailable
+from journal.errors import StoreCorrupt, StoreError
 from journal.records import StreamView, TaskRecord
 
 __all__ = ["Follower", "JsonSink", "PlainSink", "exit_code_of", "exit_status"]
@@ -121,8 +121,11 @@ class Follower:
             self._sleep(self.interval)
             try:
                 record = self._get()
-            except StoreUnavailable as exc:
-                # A store restarting is not the end of the task: say so once, go on.
+            except StoreCorrupt:
+                raise  # damage does not heal by waiting
+            except StoreError as exc:
+                # A store restarting (Redis gone, SQLite busy) is not the end
+                # of the task: say so once, go on.
                 if not unreachable:
                     self.sink.unreachable(str(exc))
                 unreachable = True
