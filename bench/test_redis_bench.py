@@ -1,6 +1,7 @@
 """Redis against SQLite: durable registrations and streaming, one hub
-replica and two, and how fast a waiter on one replica hears of a result
-written by another.
+replica and two, one server against a 3-primary Redis Cluster, a primary
+with a replica without and with ``wait_replicas=1``, and how fast a waiter
+on one replica hears of a result written by another (one server, cluster).
 
 The Redis server is ``JOURNAL_TEST_REDIS_URL`` if set, else a
 ``redis-server`` from PATH started for the run with persistence off (so
@@ -25,10 +26,14 @@ from conftest import buffer_class, run_in_threads, stream_1k_appends
 from journal import JournalConfig, TaskJournal
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from redis_server import RedisServer  # noqa: E402
+from redis_server import RedisClusterServers, RedisServer  # noqa: E402
 
 THREADS = 16
-STORES = ["sqlite", "redis", "redisx2"]  # redisx2: two replicas sharing the work
+# redisx2: two replicas sharing the work; cluster: one hub on a 3-primary
+# Redis Cluster; primary / primary-wait1: one hub on a primary with one
+# replica, without and with wait_replicas=1 (what waiting for the replica
+# costs).
+STORES = ["sqlite", "redis", "redisx2", "cluster", "primary", "primary-wait1"]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +50,53 @@ def redis_base(tmp_path_factory):
     server.stop()
 
 
-def _open(kind, redis_base, **config):
+@pytest.fixture(scope="module")
+def redis_cluster_base(tmp_path_factory):
+    """A 3-primary cluster: JOURNAL_TEST_REDIS_CLUSTER_URL, or one started here."""
+    url = os.environ.get("JOURNAL_TEST_REDIS_CLUSTER_URL")
+    if url:
+        yield url
+        return
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server on PATH and no JOURNAL_TEST_REDIS_CLUSTER_URL")
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("cluster"), 3, 0)
+    cluster.start()
+    yield cluster.url
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_primary_base(tmp_path_factory):
+    """A primary with one replica (on this machine, as the others)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server on PATH")
+    primary = RedisServer(tmp_path_factory.mktemp("primary"), args=("--repl-diskless-sync-delay", "0"))
+    primary.start()
+    replica = RedisServer(tmp_path_factory.mktemp("replica"),
+                          args=("--replicaof", "127.0.0.1", str(primary.port)))
+    replica.start()
+    client = primary.client()
+    client.set("probe", 1)
+    assert client.execute_command("WAIT", 1, 30_000) == 1  # the replica is in sync
+    client.close()
+    yield primary.url
+    replica.stop()
+    primary.stop()
+
+
+@pytest.fixture(scope="module")
+def bases(request):
+    """Server URLs by store kind, started only when a test asks for them."""
+    def base(kind):
+        if kind == "cluster":
+            return request.getfixturevalue("redis_cluster_base")
+        if kind.startswith("primary"):
+            return request.getfixturevalue("redis_primary_base")
+        return request.getfixturevalue("redis_base")
+    return base
+
+
+def _open(kind, bases, **config):
     """The journals of one setup: one, or two replicas on one namespace."""
     config.setdefault("sweep_interval", 0)
     if kind == "sqlite":
@@ -54,13 +105,14 @@ def _open(kind, redis_base, **config):
     else:
         prefix = f"bench-{uuid.uuid4().hex}"
         replicas = 2 if kind == "redisx2" else 1
-        urls = [f"{redis_base}?prefix={prefix}&replica=hub-{n}" for n in range(replicas)]
+        wait = "&wait_replicas=1&wait_timeout=5" if kind.endswith("wait1") else ""
+        urls = [f"{bases(kind)}?prefix={prefix}&replica=hub-{n}{wait}" for n in range(replicas)]
     return [TaskJournal(url, config=JournalConfig(**config), buffer_class=buffer_class("c"))
             for url in urls]
 
 
 @pytest.mark.parametrize("kind", STORES)
-def test_durable_registrations(benchmark, per_op, kind, redis_base):
+def test_durable_registrations(benchmark, per_op, kind, bases):
     benchmark.group = "registrations by store, 16 threads"
     per_thread = 250
     opened = []
@@ -68,7 +120,7 @@ def test_durable_registrations(benchmark, per_op, kind, redis_base):
     def setup():
         for journal in opened:
             journal.close()
-        opened[:] = _open(kind, redis_base)
+        opened[:] = _open(kind, bases)
         slices = [[(opened[t % len(opened)], f"t{t}-{n}") for n in range(per_thread)]
                   for t in range(THREADS)]
         return (work, slices), {}
@@ -84,23 +136,25 @@ def test_durable_registrations(benchmark, per_op, kind, redis_base):
 
 
 @pytest.mark.parametrize("kind", STORES)
-def test_streaming(benchmark, per_op, kind, redis_base):
+def test_streaming(benchmark, per_op, kind, bases):
     benchmark.group = "streaming by store, 1 KB appends, 16 threads, checkpoint every 0.1 s"
-    journals = _open(kind, redis_base, checkpoint_interval=0.1)
+    journals = _open(kind, bases, checkpoint_interval=0.1)
     stream_1k_appends(benchmark, per_op, journals, appends=1_000_000, rounds=3)
     for journal in journals:
         assert journal.stats()["store_errors"] == 0
         journal.close()
 
 
-def test_cross_replica_wake(benchmark, per_op, redis_base):
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+def test_cross_replica_wake(benchmark, per_op, kind, bases):
     """From a's complete() returning to b's wait() returning, per task.
 
-    Polling is set to 30 s, so only the published message can wake b in time.
+    Polling is set to 30 s, so only the published message (SPUBLISH per
+    bucket on the cluster) can wake b in time.
     """
-    benchmark.group = "cross-replica wake, redis"
+    benchmark.group = "cross-replica wake"
     prefix = f"bench-{uuid.uuid4().hex}"
-    a, b = (TaskJournal(f"{redis_base}?prefix={prefix}&replica={name}&poll=30",
+    a, b = (TaskJournal(f"{bases(kind)}?prefix={prefix}&replica={name}&poll=30",
                         config=JournalConfig(sweep_interval=0)) for name in ("a", "b"))
     latencies = []
     counter = iter(range(1_000_000))
