@@ -18,6 +18,7 @@ NotReplicated error.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import select
 import threading
@@ -124,6 +125,15 @@ class ClusterRoute(Route):
         super().__init__(client, settings)
         self._refresh_lock = threading.Lock()
         self._refreshed = 0.0
+        #: Threads sending the pipelines of a batch to its primaries at once.
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._pool_lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+        self.client.close()
 
     def run_scripts(self, calls: list[Call], wait: bool) -> list[Any]:
         client = self.client
@@ -138,15 +148,16 @@ class ClusterRoute(Route):
                     node = client.nodes_manager.get_node_from_slot(client.keyslot(calls[i][1][0]))
                 groups.setdefault(node.name, (node, []))[1].append((i, i in asked))
             pending, asked, moved = [], {}, False
-            for node, items in groups.values():
-                try:
-                    results = self._on_node(node, [(calls[i], asking) for i, asking in items], wait)
-                except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            for (node, items), outcome in zip(groups.values(), self._on_nodes(calls, groups, wait)):
+                if isinstance(outcome, BaseException):
+                    if not isinstance(outcome, (redis_errors.ConnectionError,
+                                                redis_errors.TimeoutError, OSError)):
+                        raise outcome
                     for i, _ in items:
-                        answers[i] = exc
+                        answers[i] = outcome
                     moved = True  # a failover may be under way: learn the new primaries
                     continue
-                for (i, _), result in zip(items, results):
+                for (i, _), result in zip(items, outcome):
                     answers[i] = result
                     if isinstance(result, redis_errors.MovedError):
                         pending.append(i)
@@ -163,6 +174,27 @@ class ClusterRoute(Route):
             if not pending:
                 break
         return answers
+
+    def _on_nodes(self, calls: list[Call], groups: dict[str, tuple[Any, list[tuple[int, bool]]]],
+                  wait: bool) -> list[Any]:
+        """Each primary's pipeline, all at once (one round trip for the batch,
+        not one per primary); each outcome is its answers or what it raised."""
+        jobs = [(node, [(calls[i], asking) for i, asking in items]) for node, items in groups.values()]
+        if len(jobs) == 1:
+            return [self._try_on_node(*jobs[0], wait)]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(8, "journal-redis-node")
+            pool = self._pool
+        futures = [pool.submit(self._try_on_node, node, items, wait) for node, items in jobs[1:]]
+        first = self._try_on_node(*jobs[0], wait)  # this thread does its share
+        return [first, *(future.result() for future in futures)]
+
+    def _try_on_node(self, node: Any, items: list[tuple[Call, bool]], wait: bool) -> Any:
+        try:
+            return self._on_node(node, items, wait)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            return exc
 
     def _on_node(self, node: Any, items: list[tuple[Call, bool]], wait: bool) -> list[Any]:
         pipe = self.client.get_redis_connection(node).pipeline(transaction=False)
