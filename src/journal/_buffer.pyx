@@ -48,7 +48,8 @@ cdef extern from "_scan.h":
     ctypedef struct tj_filter:
         pass
     void tj_filter_init(tj_filter *f) nogil
-    void tj_filter_set(tj_filter *f, int k, unsigned char a, unsigned char b, int single) nogil
+    void tj_filter_set(tj_filter *f, int k, unsigned char a, unsigned char b, int single,
+                       int bucket) nogil
     unsigned int tj_candidates_at(const tj_filter *f, const unsigned char *data,
                                   Py_ssize_t i, Py_ssize_t size) nogil
     Py_ssize_t tj_next_candidate(const tj_filter *f, const unsigned char *data,
@@ -109,6 +110,46 @@ cdef Py_ssize_t _rarest_pair(bytes pattern):
     return best
 
 
+def _accepted(bytes_at):
+    """The bytes a Teddy bucket lets through at one pair position, when its
+    patterns have ``bytes_at`` there (both cases): every mix of their low
+    and high nibbles."""
+    variants = set()
+    for byte in bytes_at:
+        variants |= {byte, byte - 32} if 97 <= byte <= 122 else {byte, byte & ~0x20}
+    low = {v & 15 for v in variants}
+    high = {v >> 4 for v in variants}
+    return [x for x in range(256) if x & 15 in low and x >> 4 in high]
+
+
+cdef list _buckets(list pairs):
+    """A Teddy bucket (0 to 7) for each (first, second or None) pair, so that
+    the buckets let through as few log bytes as can be: each pair goes where
+    it adds least to the chance that a bucket passes a position at random,
+    bytes weighted by how often logs have them.  Putting pattern k in bucket
+    k % 8 made 30 patterns pass about one position in six."""
+    cdef list weight = [(_frequency(x) if x >= 32 or x in (9, 10) else 0.01) for x in range(256)]
+    cdef double total = sum(weight)
+
+    def chance(members):
+        if not members:
+            return 0.0
+        first = sum(weight[x] for x in _accepted([a for a, _ in members])) / total
+        seconds = [b for _, b in members if b is not None]
+        if len(seconds) < len(members):
+            return first  # a one-byte pattern: any second byte
+        return first * sum(weight[x] for x in _accepted(seconds)) / total
+
+    groups = [[] for _ in range(8)]
+    chosen = []
+    for pair in pairs:
+        costs = [chance(group + [pair]) - chance(group) for group in groups]
+        best = costs.index(min(costs))
+        groups[best].append(pair)
+        chosen.append(best)
+    return chosen
+
+
 cdef class _Filter:
     """The patterns of one HighlightRules, ready for the scan: shared by
     every scanner with those rules, since the tables are a few kilobytes."""
@@ -146,14 +187,18 @@ cdef class _Filter:
             self.pattern[k] = <const unsigned char *>PyBytes_AS_STRING(pattern)
             self.length[k] = len(pattern)
             self.window_size = max(self.window_size, len(pattern) - 1)
-            if len(pattern) == 1:
-                self.offset[k] = 0
-                tj_filter_set(&self.table, k, pattern[0], 0, 1)
-            else:
-                self.offset[k] = _rarest_pair(pattern)
-                tj_filter_set(&self.table, k, pattern[self.offset[k]],
-                              pattern[self.offset[k] + 1], 0)
+            self.offset[k] = 0 if len(pattern) == 1 else _rarest_pair(pattern)
             self.max_offset = max(self.max_offset, self.offset[k])
+        pairs = [(p[self.offset[k]] | 0x20, p[self.offset[k] + 1] | 0x20 if len(p) > 1 else None)
+                 for k, p in enumerate(self.patterns)]
+        buckets = _buckets(pairs)
+        for k in range(self.count):
+            pattern = self.patterns[k]
+            if len(pattern) == 1:
+                tj_filter_set(&self.table, k, pattern[0], 0, 1, buckets[k])
+            else:
+                tj_filter_set(&self.table, k, pattern[self.offset[k]],
+                              pattern[self.offset[k] + 1], 0, buckets[k])
         cdef int r, u
         cdef bytes text
         self._texts = []
@@ -348,11 +393,6 @@ cdef class _Scanner:
     cdef Py_ssize_t _first_bytes, _recent_bytes
     cdef int _after_left  # context lines owed to the last matching line
     cdef list _prev  # context entries: the last lines not kept, for ``before``
-    # The scan window: bytes of the dropped middle not scanned yet, at most
-    # ``window`` (see defer()); allocated at the first eviction.
-    cdef unsigned char *_pending
-    cdef Py_ssize_t _pending_len
-    cdef Py_ssize_t window
 
     def __cinit__(self, rules, state=None):
         self.rules = rules
@@ -383,34 +423,6 @@ cdef class _Scanner:
 
     def __dealloc__(self):
         PyMem_Free(self._carry)
-        PyMem_Free(self._pending)
-
-    cdef void defer(self, const unsigned char *data, Py_ssize_t size) noexcept:
-        """Scan ``data`` (the next bytes of the dropped middle) later, with
-        the bytes before and after it, in one pass: when the window fills, or
-        when ``flush`` is called before anything reads this scanner.  So an
-        append pays a memcpy of what it evicts, not a scan of it."""
-        if size <= 0:
-            return
-        if self._pending_len + size > self.window:
-            self.flush()
-        if size > self.window:
-            self.feed(data, size, True)
-            return
-        if self._pending == NULL:
-            self._pending = <unsigned char *>PyMem_Malloc(self.window)
-            if self._pending == NULL:
-                self.feed(data, size, True)  # no window: scan now
-                return
-        memcpy(self._pending + self._pending_len, data, size)
-        self._pending_len += size
-
-    cdef void flush(self) noexcept:
-        """Scan what ``defer`` holds; every reader of the scanner calls it first."""
-        cdef Py_ssize_t size = self._pending_len
-        if size:
-            self._pending_len = 0
-            self.feed(self._pending, size, True)
 
     cdef void _carry_add(self, const unsigned char *data, Py_ssize_t size) noexcept:
         cdef Py_ssize_t room = self._limit - self._carry_len, wanted
@@ -660,11 +672,9 @@ cdef class _Scanner:
         allocated while a reader copies the buffer's state, so no collection
         (and no finalizer that could let another thread append) can run in
         the middle of that copy."""
-        self.flush()
         return _joined(self._first, self._recent)
 
     cdef object state(self):
-        self.flush()
         return _hl.ScannerState(
             self.rules, self.fed, self.head_done, self.head_lines, self.lines,
             self._line_start, self._line_length, self._matched,
@@ -678,8 +688,7 @@ cdef class _Scanner:
         return (self._first_bytes + self._recent_bytes
                 + (len(self._first) + len(self._recent)) * _ENTRY_HEADER_SIZE
                 + self._carry_alloc + sizeof(self._window) + _text_bytes(self._prev)
-                + len(self._prev) * _ENTRY_HEADER_SIZE
-                + (self.window if self._pending != NULL else 0))
+                + len(self._prev) * _ENTRY_HEADER_SIZE)
 
 
 cdef bytes _joined(list first, list second):
@@ -765,6 +774,12 @@ cdef class HeadTailBuffer:
     # a spill moved out.  The hot path only ever looks at this one.
     cdef Py_ssize_t _head_cap
     cdef Py_ssize_t _tail_cap
+    # The ring's capacity: the tail, and with highlight rules the scan window
+    # after it.  Bytes in the ring older than the last _tail_cap have left the
+    # tail but are not scanned yet; they are scanned in one pass when the
+    # window is full and before anything reads the ring or the scanner
+    # (_flush_window), so an append does what the floor does: a memcpy.
+    cdef Py_ssize_t _ring_cap
     cdef Py_ssize_t _head_len
     cdef Py_ssize_t _head_alloc
     cdef Py_ssize_t _ring_start
@@ -790,8 +805,11 @@ cdef class HeadTailBuffer:
         rules = _hl.rules_or_none(highlights)
         self._release_storage()
         self._head_limit = self._head_cap = head_cap
-        self._tail_cap = tail_cap
-        self._scanner = None if rules is None else self._new_scanner(rules, None)
+        self._tail_cap = self._ring_cap = tail_cap
+        self._scanner = None
+        if rules is not None:
+            self._scanner = self._new_scanner(rules, None)
+            self._ring_cap = tail_cap + self._window()
         self._total = 0
         self._appends = 0
         self._sealed = False
@@ -803,9 +821,11 @@ cdef class HeadTailBuffer:
         PyMem_Free(self._ring)
 
     cdef _Scanner _new_scanner(self, rules, state):
-        cdef _Scanner scanner = _Scanner(rules, state)
-        scanner.window = _hl.window_for(self._tail_cap)
-        return scanner
+        return _Scanner(rules, state)
+
+    cdef Py_ssize_t _window(self):
+        # No window without a tail: there is nothing to hold the bytes in.
+        return _hl.window_for(self._tail_cap) if self._tail_cap else 0
 
     cdef void _release_storage(self) noexcept:
         self._release_head()
@@ -837,10 +857,10 @@ cdef class HeadTailBuffer:
             self._head = <unsigned char *>grown
             self._head_alloc = needed
         size -= to_head
-        if size > 0 and self._ring_alloc < self._tail_cap:
+        if size > 0 and self._ring_alloc < self._ring_cap:
             needed = self._ring_len + size
             if needed > self._ring_alloc:
-                needed = _grown(self._ring_alloc, needed, self._tail_cap)
+                needed = _grown(self._ring_alloc, needed, self._ring_cap)
                 grown = PyMem_Realloc(self._ring, needed)
                 if grown == NULL:
                     raise MemoryError()
@@ -850,7 +870,7 @@ cdef class HeadTailBuffer:
 
     cdef inline void _write(self, const unsigned char *data, Py_ssize_t size) noexcept:
         """Copy ``size`` bytes in; ``_reserve(size)`` must have succeeded."""
-        cdef Py_ssize_t cap = self._tail_cap
+        cdef Py_ssize_t cap = self._ring_cap
         cdef Py_ssize_t to_head = self._head_cap - self._head_len
         cdef Py_ssize_t end, first
         self._total += <unsigned long long>size
@@ -894,27 +914,50 @@ cdef class HeadTailBuffer:
             self._ring_len = cap
 
     cdef inline int _append_raw(self, const unsigned char *data, Py_ssize_t size) except -1:
+        cdef Py_ssize_t to_head, scanned
         # Once both parts have their full storage nothing is ever allocated.
-        if self._head_alloc < self._head_cap or self._ring_alloc < self._tail_cap:
+        if self._head_alloc < self._head_cap or self._ring_alloc < self._ring_cap:
             self._reserve(size)
         if self._scanner is not None:
-            self._scan_evicted(data, size)
+            to_head = self._head_cap - self._head_len
+            if to_head > size:
+                to_head = size
+            if to_head < 0:
+                to_head = 0
+            if self._ring_len + (size - to_head) > self._ring_cap:
+                # The window is full: scan what leaves the tail, in one pass.
+                scanned = self._scan_evicted(data, size, to_head)
+                if scanned:
+                    self._write_head(data, to_head)
+                    self._total += <unsigned long long>scanned
+                    data += to_head + scanned
+                    size -= to_head + scanned
         self._write(data, size)
         return 0
 
-    cdef void _scan_evicted(self, const unsigned char *data, Py_ssize_t size) noexcept:
-        """Show the scanner, in stream order, the bytes that appending ``data``
-        will push out of the tail, before ``_write`` overwrites them."""
-        cdef Py_ssize_t to_head = self._head_cap - self._head_len
+    cdef inline void _write_head(self, const unsigned char *data, Py_ssize_t size) noexcept:
+        memcpy(self._head + self._head_len, data, size)
+        self._head_len += size
+        self._total += <unsigned long long>size
+
+    cdef void _flush_window(self) noexcept:
+        """Scan the bytes that left the tail and wait in the window; called
+        before anything reads the ring or the scanner."""
+        if self._scanner is not None and self._ring_len > self._tail_cap:
+            self._scan_evicted(NULL, 0, 0)
+
+    cdef Py_ssize_t _scan_evicted(self, const unsigned char *data, Py_ssize_t size,
+                                  Py_ssize_t to_head) noexcept:
+        """Show the scanner, in stream order, every byte that is past the last
+        ``_tail_cap`` once ``data`` (``to_head`` of it for the head) is
+        appended, and drop them from the ring.  Returns how many bytes of
+        ``data``, after its head part, were scanned that way: the caller
+        skips them, and what it writes then fits the tail exactly."""
         cdef Py_ssize_t excess, from_ring, first, base
         cdef _Scanner scanner = self._scanner
-        if to_head > size:
-            to_head = size
-        if to_head < 0:
-            to_head = 0
         excess = self._ring_len + (size - to_head) - self._tail_cap
         if excess <= 0:
-            return
+            return 0
         if self._spill_scanner is not None:
             # All of the spilled tail has now left the ring, before these bytes.
             scanner = self._scanner = self._spill_scanner
@@ -932,12 +975,20 @@ cdef class HeadTailBuffer:
             first = self._ring_alloc - self._ring_start
             if first > from_ring:
                 first = from_ring
-            # Into the scan window, before _write overwrites them.
-            scanner.defer(self._ring + self._ring_start, first)
+            scanner.feed(self._ring + self._ring_start, first, True)
             if from_ring > first:
-                scanner.defer(self._ring, from_ring - first)
+                scanner.feed(self._ring, from_ring - first, True)
+            self._ring_len -= from_ring
+            if self._ring_alloc < self._ring_cap:
+                # Linear phase: the bytes must stay at the start.
+                memmove(self._ring, self._ring + from_ring, self._ring_len)
+            else:
+                self._ring_start += from_ring
+                if self._ring_start >= self._ring_alloc:
+                    self._ring_start -= self._ring_alloc
         if excess > from_ring:
-            scanner.defer(data + to_head, excess - from_ring)
+            scanner.feed(data + to_head, excess - from_ring, True)
+        return excess - from_ring
 
     def append(self, object data):
         """Add ``data`` to the stream; raise StreamSealed once sealed."""
@@ -990,13 +1041,13 @@ cdef class HeadTailBuffer:
     def dropped(self):
         """Bytes appended but no longer held, here or in a spilled part."""
         cdef unsigned long long after, held
-        cdef Py_ssize_t tail_len = self._ring_len
+        cdef Py_ssize_t tail_len = self._tail_len()
         if not self._spilled:
-            return self._total - <unsigned long long>(self._head_len + self._ring_len)
+            return self._total - <unsigned long long>(self._head_len + tail_len)
         # What the merge in unspill() will keep, worked out from counters.
         after = self._total - self._spill_total
-        if after == <unsigned long long>(self._head_len + self._ring_len):
-            tail_len = self._spill_tail_len + self._ring_len
+        if after == <unsigned long long>(self._head_len + tail_len):
+            tail_len = self._spill_tail_len + tail_len
             if tail_len > self._tail_cap:
                 tail_len = self._tail_cap
         held = self._spill_head_len + self._head_len + tail_len
@@ -1004,7 +1055,11 @@ cdef class HeadTailBuffer:
 
     def __len__(self):
         """Bytes held in memory (while spilled, only what came after the spill)."""
-        return self._head_len + self._ring_len
+        return self._head_len + self._tail_len()
+
+    cdef inline Py_ssize_t _tail_len(self) noexcept:
+        """Bytes of the tail: the ring may hold more, waiting in the window."""
+        return self._ring_len if self._ring_len < self._tail_cap else self._tail_cap
 
     @property
     def spilled(self):
@@ -1023,6 +1078,7 @@ cdef class HeadTailBuffer:
         return self._ring_bytes()
 
     cdef bytes _ring_bytes(self):
+        self._flush_window()  # the ring then holds the tail and no more
         cdef bytes out = PyBytes_FromStringAndSize(NULL, self._ring_len)
         cdef char *dest = PyBytes_AS_STRING(out)
         # In the linear phase _ring_start is 0 and this is a single copy.
@@ -1083,6 +1139,7 @@ cdef class HeadTailBuffer:
         cdef unsigned long long seen
         if self._spilled:
             raise ValueError("this buffer is already spilled; unspill() it first")
+        self._flush_window()
         if scanner is not None and not self._sealed:
             if not scanner.head_done:
                 if self._ring_len:  # the head is full
@@ -1096,6 +1153,7 @@ cdef class HeadTailBuffer:
             # copy that takes over only if that happens.  Building the copy
             # runs Python code, so an append may slip in: then build it again.
             while self._ring_len:
+                self._flush_window()
                 seen = self._total
                 ahead = self._new_scanner(scanner.rules, scanner.state())
                 tail = self._ring_bytes()
@@ -1122,6 +1180,7 @@ cdef class HeadTailBuffer:
         if not self._spilled:
             raise ValueError("this buffer is not spilled")
         base = _shared.spill_base(snapshot, self._head_limit, self._tail_cap)
+        self._flush_window()  # spill_base ran Python code: appends may have come
         if (base.total, len(base.head), len(base.tail)) != (
                 self._spill_total, self._spill_head_len, self._spill_tail_len):
             raise _shared.CorruptSnapshot(
@@ -1143,7 +1202,6 @@ cdef class HeadTailBuffer:
             if evicted > 0:
                 merged_tail = merged_tail[evicted:]
                 if self._spill_scanner is not None:
-                    self._scanner.flush()
                     self._scanner.feed(<const unsigned char *>PyBytes_AS_STRING(base_tail),
                                        evicted, True)
         head = base_head + head
@@ -1167,6 +1225,7 @@ cdef class HeadTailBuffer:
         """Lines kept from the dropped middle: the earliest, then the most recent."""
         if self._scanner is None:
             return []
+        self._flush_window()
         entries = _hl.split_entries(self._scanner.kept_blob())
         return _shared.scan_view(0, entries, [], 0).kept
 
@@ -1175,7 +1234,7 @@ cdef class HeadTailBuffer:
         """Matching lines of the dropped middle that the budget did not keep."""
         if self._scanner is None:
             return 0
-        self._scanner.flush()
+        self._flush_window()
         return self._scanner.skipped
 
     @property
@@ -1183,7 +1242,7 @@ cdef class HeadTailBuffer:
         """Newlines in the dropped middle; None without highlight rules."""
         if self._scanner is None:
             return None
-        self._scanner.flush()
+        self._flush_window()
         return self._scanner.lines - self._scanner.head_lines if self._scanner.head_done else 0
 
     cdef tuple _read(self, bint full, bint release=False, _Scanner ahead=None):
@@ -1272,6 +1331,8 @@ cdef class HeadTailBuffer:
         state = _shared.decode_snapshot(snapshot)
         cdef HeadTailBuffer buf = cls(state.head_capacity, state.tail_capacity)
         cdef bytes head = state.head
+        if state.scanner is not None:
+            buf._ring_cap = buf._tail_cap + buf._window()  # the ring is still empty
         cdef bytes tail = state.tail
         buf._append_raw(<const unsigned char *>PyBytes_AS_STRING(head), len(head))
         buf._append_raw(<const unsigned char *>PyBytes_AS_STRING(tail), len(tail))
@@ -1298,6 +1359,6 @@ cdef class HeadTailBuffer:
     def __repr__(self):
         return (
             f"<HeadTailBuffer head={self._head_limit} tail={self._tail_cap} "
-            f"total={self._total} held={self._head_len + self._ring_len}"
+            f"total={self._total} held={self._head_len + self._tail_len()}"
             f"{' sealed' if self._sealed else ''}{' spilled' if self._spilled else ''}>"
         )

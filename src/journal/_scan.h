@@ -110,8 +110,11 @@ static void tj_teddy_add(tj_filter *f, int j, unsigned char folded, unsigned cha
     }
 }
 
-/* Pattern k is looked for by the pair (a, b) (b ignored when single). */
-static void tj_filter_set(tj_filter *f, int k, unsigned char a, unsigned char b, int single) {
+/* Pattern k is looked for by the pair (a, b) (b ignored when single), in
+ * Teddy bucket ``bucket`` (0 to 7; the caller groups patterns whose pairs
+ * share nibbles, since a bucket accepts every mix of its patterns' nibbles). */
+static void tj_filter_set(tj_filter *f, int k, unsigned char a, unsigned char b, int single,
+                          int bucket) {
     int byte;
     uint32_t bit = (uint32_t)1 << k;
     a |= 0x20;
@@ -133,12 +136,12 @@ static void tj_filter_set(tj_filter *f, int k, unsigned char a, unsigned char b,
     if (k + 1 > f->count) {
         f->count = k + 1;
     }
-    tj_teddy_add(f, 0, a, (unsigned char)(1u << (k % 8)));
+    tj_teddy_add(f, 0, a, (unsigned char)(1u << bucket));
     if (single) {
         memset(f->lo[1], 0xff, 16);  /* any second byte */
         memset(f->hi[1], 0xff, 16);
     } else {
-        tj_teddy_add(f, 1, b, (unsigned char)(1u << (k % 8)));
+        tj_teddy_add(f, 1, b, (unsigned char)(1u << bucket));
     }
 }
 
