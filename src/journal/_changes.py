@@ -264,6 +264,9 @@ class Changes:
         task_id = task.task_id
         shard = table.shard(task_id)
         with shard.lock:
+            # Again on every try: a change that waited out another one may
+            # find the journal closed meanwhile.
+            table.check_open()
             gate = self._moving.get(task_id)
             if gate is not None:
                 if loop is None:
