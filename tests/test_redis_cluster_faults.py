@@ -188,6 +188,24 @@ def test_slots_of_live_tasks_move_between_primaries_while_they_stream(tmp_path, 
         writers = Writers(hubs)
         writers.start()
         writers.wait_for(100)
+        # Listings fan out over the buckets while they move: every one
+        # answers, and the number of tasks they count never goes down.
+        listed: list[int] = []
+        listing_errors: list[str] = []
+
+        def list_while_moving() -> None:
+            while not writers.stop.is_set():
+                try:
+                    total = sum(hubs["hub-b"].stats()["by_status"].values())
+                    rows = hubs["hub-b"]._store.list_tasks(limit=20)
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    listing_errors.append(f"{type(exc).__name__}: {exc}")
+                    return
+                assert len(rows) == 20
+                listed.append(total)
+
+        lister = threading.Thread(target=list_while_moving, daemon=True)
+        lister.start()
         client = redis.cluster.RedisCluster(host="127.0.0.1", port=cluster.ports[0])
         layout = hubs["hub-a"]._store.layout
         moved = []
@@ -216,6 +234,9 @@ def test_slots_of_live_tasks_move_between_primaries_while_they_stream(tmp_path, 
         waiter.join(25)
         assert woken and woken[0] - ended < 5  # far below the 30 s poll
         writers.finish()
+        lister.join(30)
+        assert not listing_errors and len(listed) > 3, listing_errors
+        assert listed == sorted(listed)
         assert writers.failed == 0, writers.errors  # every call rode the moves out
         _check_acknowledged(f"{cluster.url}?prefix={prefix}", writers.acked)
         for journal in hubs.values():
