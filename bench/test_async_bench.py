@@ -9,12 +9,15 @@ how late it wakes, at worst, is the loop's largest stall during the burst
 (``extra_info["loop_stall_ms"]``, the worst over the rounds).  The same
 ticker on an idle loop for as long (``idle_stall_ms``) is the machine's own
 share: on a shared, loaded machine the OS alone deschedules a thread for
-tens of milliseconds, and no journal can do better than that.
+tens of milliseconds, and no journal can do better than that.  And the
+same ticker beside 64 coroutines that keep the loop as busy without any
+journal (``busy_stall_ms``, JSON round trips): what a busy loop alone sees.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -42,6 +45,29 @@ def _idle(seconds: float) -> float:
         stop, worst = asyncio.Event(), [0.0]
         ticker = asyncio.ensure_future(_ticker(stop, worst))
         await asyncio.sleep(seconds)
+        stop.set()
+        await ticker
+        return worst[0]
+
+    return asyncio.run(main())
+
+
+def _busy(seconds: float) -> float:
+    """The ticker's largest lateness beside 64 coroutines busy with no journal."""
+
+    async def main():
+        stop, worst, done = asyncio.Event(), [0.0], [False]
+        ticker = asyncio.ensure_future(_ticker(stop, worst))
+
+        async def worker():
+            while not done[0]:
+                json.loads(json.dumps(META))
+                await asyncio.sleep(0)
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(COROUTINES)]
+        await asyncio.sleep(seconds)
+        done[0] = True
+        await asyncio.gather(*workers)
         stop.set()
         await ticker
         return worst[0]
@@ -80,12 +106,14 @@ def test_async_registrations(benchmark, per_op, impl, synchronous):
     opened = []
     stalls: list[float] = []
     idle: list[float] = []
+    busy: list[float] = []
 
     def setup():
         for old in opened:
             old.close()
         if impl != "plain16":
             idle.append(_idle(0.5))  # untimed: setup is not in the figure
+            busy.append(_busy(0.5))
         registrar = open_registrar("plain" if impl == "plain16" else "taskjournal", synchronous)
         opened[:] = [registrar]
         parts = 16 if impl == "plain16" else COROUTINES
@@ -109,6 +137,7 @@ def test_async_registrations(benchmark, per_op, impl, synchronous):
         benchmark.extra_info["loop_stall_ms"] = round(max(stalls) * 1e3, 2)
         benchmark.extra_info["loop_stall_ms_rounds"] = [round(s * 1e3, 2) for s in stalls]
         benchmark.extra_info["idle_stall_ms"] = round(max(idle) * 1e3, 2)
+        benchmark.extra_info["busy_stall_ms"] = round(max(busy) * 1e3, 2)
 
 
 def test_the_ticker_sees_a_blocked_loop():
