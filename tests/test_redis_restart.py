@@ -139,3 +139,24 @@ def test_a_holder_that_keeps_renewing_is_never_taken_over(default_url):
         first.complete("t", 1)  # still its own: nothing was taken
     finally:
         first.close()
+
+
+def test_a_writing_inspector_beside_a_live_hub_needs_an_id_of_its_own(default_url):
+    from journal import JournalInspector
+
+    hub = TaskJournal(default_url)
+    try:
+        hub.register("t", "n")
+        with pytest.raises(StoreLocked, match=r"\?replica="):
+            JournalInspector(default_url, writable=True)
+        inspector = JournalInspector(default_url + "&replica=maintenance", writable=True)
+        try:
+            assert inspector.check() == []
+            assert [r.task_id for r in inspector.in_flight()] == ["t"]
+        finally:
+            inspector.close()
+        reader = JournalInspector(default_url)  # reading holds no id
+        reader.close()
+        hub.complete("t", 0)  # the hub was not disturbed
+    finally:
+        hub.close()
