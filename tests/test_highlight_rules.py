@@ -321,3 +321,40 @@ def test_a_full_window_is_scanned_and_reads_see_what_waits(buffer_cls):
     data = b"".join(lines)
     assert [h.text for h in buf.highlights()] == [b"00000 error", b"00500 error", b"01000 error"]
     assert buf.dropped_lines == data[: buf.dropped].count(b"\n") == 1_182
+
+
+def _version_2(state):
+    """The snapshot taskjournal wrote before rules had context: plain patterns,
+    no context state."""
+    import struct
+    import zlib
+
+    scan, rules = state.scanner, state.scanner.rules
+    section = struct.pack(
+        "<IIBBBBQQQQQQIIIB", rules.budget, rules.line_limit, len(rules.patterns), scan.matched,
+        scan.head_done, scan.first_closed, scan.fed, scan.head_lines, scan.lines,
+        scan.line_start, scan.line_length, scan.skipped, len(scan.first), len(scan.recent),
+        len(scan.carry), len(scan.window))
+    for pattern in rules.patterns:
+        section += bytes([len(pattern)]) + pattern
+    section += scan.carry + scan.window
+    for raw in scan.first + scan.recent:
+        section += struct.pack("<I", len(raw)) + raw
+    header = struct.pack("<4sBBHQQQQQ", b"TJHB", 2, 2 | int(state.sealed), 0,
+                         state.head_capacity, state.tail_capacity, state.total,
+                         len(state.head), len(state.tail))
+    body = header + state.head + state.tail + section
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_version_2_snapshots_still_restore(buffer_cls):
+    from journal._buffer_shared import decode_snapshot
+
+    buf = buffer_cls(6, 6, HighlightRules(["error", "panic"], budget=200, line_limit=50))
+    buf.append(b"start\n" + b"x\nerror: one\ny\npanic: two\n" * 3 + b"partial err")
+    old = _version_2(decode_snapshot(buf.snapshot()))
+    copy = buffer_cls.restore(old)
+    assert copy.highlights() == buf.highlights() and copy.render() == buf.render()
+    assert copy.highlight_rules == buf.highlight_rules and copy.snapshot() == buf.snapshot()
+    copy.append(b"or\n" + b"." * 20)
+    assert copy.highlights()[-1].text == b"partial error"

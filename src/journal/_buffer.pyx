@@ -110,7 +110,7 @@ cdef Py_ssize_t _rarest_pair(bytes pattern):
     return best
 
 
-def _accepted(bytes_at):
+cdef list _accepted(list bytes_at):
     """The bytes a Teddy bucket lets through at one pair position, when its
     patterns have ``bytes_at`` there (both cases): every mix of their low
     and high nibbles."""

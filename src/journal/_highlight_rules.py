@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["DEFAULT_RULES", "HighlightRule", "PASS_MARKERS"]
+__all__ = ["DEFAULT_RULES", "HighlightRule", "PASS_MARKERS", "RuleTable"]
 
 
 class HighlightRule(NamedTuple):
@@ -40,6 +40,24 @@ class HighlightRule(NamedTuple):
     before: int = 0
     after: int = 0
     word: bool = False
+
+
+class RuleTable(tuple[HighlightRule, ...]):
+    """A named table of rules: it shows as its name, not as thirty rows (in
+    ``JournalConfig``'s repr, for one)."""
+
+    name: str
+
+    def __new__(cls, name: str, rows: tuple[HighlightRule, ...]) -> RuleTable:
+        table = super().__new__(cls, rows)
+        table.name = name
+        return table
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def __reduce__(self) -> tuple[object, tuple[str, tuple[HighlightRule, ...]]]:
+        return (RuleTable, (self.name, tuple(self)))
 
 
 #: What passing tests print around their names, in the tools listed below:
@@ -60,7 +78,7 @@ PASS_MARKERS = (
 
 _PASS = PASS_MARKERS
 
-DEFAULT_RULES: tuple[HighlightRule, ...] = (
+DEFAULT_RULES = RuleTable("DEFAULT_RULES", (
     # Words that almost every toolchain prints on failure.  They carry no
     # context: their message is on their line, and context is for the rows
     # below that know where a tool puts the cause.
@@ -102,4 +120,4 @@ DEFAULT_RULES: tuple[HighlightRule, ...] = (
     HighlightRule("killed", " killed "),
     HighlightRule("killed-line", "killed$"),
     HighlightRule("timed-out", "timed out", _PASS),
-)
+))

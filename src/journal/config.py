@@ -228,7 +228,7 @@ def _pattern_tuple(name: str, patterns: object) -> tuple[Pattern, ...]:
             continue  # HighlightRules checks it
         if not isinstance(item, str) or not item:
             raise _error(name, f"has a bad pattern {item!r}")
-    return tuple(patterns)
+    return patterns if isinstance(patterns, tuple) else tuple(patterns)  # a RuleTable stays one
 
 
 def _frozen_highlights(overrides: object) -> Mapping[str, tuple[Pattern, ...]]:
