@@ -26,10 +26,12 @@ __all__ = ["AsyncCalls"]
 CANCELLED = """
         If the awaiting coroutine is cancelled, only the wait stops: a change
         that was queued (every call that got past its checks, which take no
-        time) is committed and applied exactly once, as if the caller had
-        waited, or refused on its own; it is never undone or repeated.  To
-        know the outcome, read ``get(task_id)``: a retry of a change that
-        was made raises DuplicateTask or InvalidTransition."""
+        time and raise at once) is committed and applied exactly once, as if
+        the caller had waited, or refused on its own; it is never undone or
+        repeated.  The one change not yet queued is one still waiting for
+        another change of the same task to end: cancelled then, it is not
+        made.  To know the outcome, read ``get(task_id)``: a retry of a
+        change that was made raises DuplicateTask or InvalidTransition."""
 
 
 class AsyncCalls:
