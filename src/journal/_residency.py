@@ -144,8 +144,9 @@ class Residency:
                 self.released_tasks += 1
                 self.released_bytes += freed
 
-    def merge_back(self, task: Task) -> None:
-        """Merge spilled streams back into memory; hold the shard lock."""
+    def merge_back(self, task: Task, only_grown: bool = False) -> None:
+        """Merge spilled streams back into memory (``only_grown``: those that
+        took appends since they were spilled); hold the shard lock."""
 
     # -- reads ------------------------------------------------------------------
 
@@ -228,8 +229,15 @@ class DurableResidency(Residency):
         seals them, but they go on after a restart)."""
         items: list[tuple[str, str, bytes]] = []
         totals: list[tuple[Task, str, int]] = []
+        respilled = 0
         for task in tasks:
             try:
+                if not unseal and self._changed_while_spilled(task):
+                    # Written as a new spill, so it stays spilled: merging
+                    # every such stream back for the pass would bring them
+                    # all back into memory at once, far past the budget.
+                    respilled += self._spill(task) > 0
+                    continue
                 for name, buf in list(task.streams.items()):
                     total = buf.total
                     if total == task.checkpointed.get(name, 0):
@@ -245,12 +253,19 @@ class DurableResidency(Residency):
             except Exception as exc:  # noqa: BLE001 - one task's trouble is not every task's
                 self._table.note_store_error(f"task {task.task_id!r} was not checkpointed: {exc}")
         if not items or not self._write(items):
-            return 0
+            return respilled
         for task, name, total in totals:
             # The store keeps the newest snapshot it was given, so it now
             # holds at least ``total`` bytes of this stream.
             task.checkpointed[name] = max(task.checkpointed.get(name, 0), total)
-        return len(items)
+        return len(items) + respilled
+
+    @staticmethod
+    def _changed_while_spilled(task: Task) -> bool:
+        return any(
+            buf.spilled and buf.total != task.checkpointed.get(name, 0)
+            for name, buf in list(task.streams.items())
+        )
 
     def after_end(self, task: Task) -> None:
         # Its final state is in the store: reads go there from now on, so a
@@ -285,7 +300,10 @@ class DurableResidency(Residency):
         for task in running:
             if resident <= budget:
                 return
-            resident -= self._spill(task)
+            try:
+                resident -= self._spill(task)
+            except Exception as exc:  # noqa: BLE001 - one task's trouble is not every task's
+                self._table.note_store_error(f"task {task.task_id!r} was not spilled: {exc}")
 
     def _let_go(self, task: Task) -> int:
         """Drop a finished task from memory once its final state is in the
@@ -304,8 +322,11 @@ class DurableResidency(Residency):
         freed.  If the store does not take it, for any reason, the buffers
         are merged back at once: nothing a spill holds is ever lost."""
         with self._table.shard(task.task_id).lock:
-            if task.status.terminal:
+            if task.status.terminal or not self._table.holds(task):
                 return 0
+            # A spilled stream that took appends since is merged with its
+            # stored part first, and spilled again as a whole.
+            self.merge_back(task, only_grown=True)
             spilled = []
             for name, buf in task.streams.items():
                 if not buf.spilled and len(buf):
@@ -328,9 +349,9 @@ class DurableResidency(Residency):
                 task.checkpointed[name] = max(task.checkpointed.get(name, 0), durable)
         return sum(size for *_, size in spilled)
 
-    def merge_back(self, task: Task) -> None:
+    def merge_back(self, task: Task, only_grown: bool = False) -> None:
         for name, buf in task.streams.items():
-            if not buf.spilled:
+            if not buf.spilled or (only_grown and not len(buf)):
                 continue
             snapshot = self._table.store.get_stream(task.task_id, name)
             try:
