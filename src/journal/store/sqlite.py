@@ -192,6 +192,10 @@ _T = TypeVar("_T")
 _OPEN: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
 
 
+#: Bytes the WAL file is cut back to after a checkpoint.
+_WAL_LIMIT = 64 * 1024 * 1024
+
+
 class SQLiteStore:
     durable = True
 
@@ -338,6 +342,11 @@ class SQLiteStore:
         conn = self._raw_connection(readonly=self.readonly)
         if not self.readonly:
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            # The file stays as large as what is retained: rows that expire
+            # free their pages to SQLite's freelist, and new rows take those
+            # first.  The WAL is reset at each checkpoint, and cut back to
+            # this size if one burst made it larger.
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
         return conn
 
     def _reader(self) -> sqlite3.Connection:
