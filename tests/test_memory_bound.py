@@ -253,3 +253,29 @@ def test_a_spilled_stream_that_appends_again_is_spilled_again_not_merged_back(re
     for n in (0, 17, 39):
         view = journal.get(f"r{n}").streams["stdout"]
         assert view.total == 4_096 + 100 and view.tail.endswith(b"more\n" * 20)
+
+
+def test_a_checkpoint_pass_writes_in_batches_not_one_copy_of_everything(reopen):
+    # 300 streams of 40 KB changed since the last pass: 12 MB of snapshots.
+    # Written in batches of at most 4 MiB (plus one snapshot), a pass never
+    # holds a second copy of every buffer.
+    journal = reopen(checkpoint_interval=3600)
+    chunk = b"z" * 40_000
+    for n in range(300):
+        journal.register(f"s{n}", "node")
+        journal.stream(f"s{n}").append(chunk)
+    table = journal._table
+    batches = []
+    real = table.store.put_streams
+
+    def watching(items):
+        batches.append(sum(len(snapshot) for _, _, snapshot in items))
+        return real(items)
+
+    table.store.put_streams = watching
+    try:
+        assert journal.checkpoint() == 300
+    finally:
+        table.store.put_streams = real
+    assert len(batches) >= 3 and max(batches) <= 4 * 1024 * 1024 + 41_000, batches
+    assert journal.stats()["bytes_checkpointed"] == 300 * 40_000

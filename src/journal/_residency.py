@@ -36,6 +36,9 @@ __all__ = ["DurableResidency", "Residency", "residency_for"]
 
 log = logging.getLogger("journal")
 
+#: Snapshot bytes a checkpoint pass writes at once (one store write each).
+_CHECKPOINT_BATCH = 4 * 1024 * 1024
+
 #: Called when a spilled part cannot be merged back: the ownership policy
 #: decides whether another replica took the task (and raises OwnedElsewhere).
 ForeignState = Callable[[Task], None]
@@ -229,14 +232,23 @@ class DurableResidency(Residency):
         seals them, but they go on after a restart)."""
         items: list[tuple[str, str, bytes]] = []
         totals: list[tuple[Task, str, int]] = []
-        respilled = 0
+        batched = written = 0
         for task in tasks:
+            if batched >= _CHECKPOINT_BATCH:
+                # Snapshots are copies: a pass over thousands of streams
+                # that wrote them all at once would hold a second copy of
+                # every buffer.  If the store refuses, the rest waits for
+                # the next pass.
+                if not self._flush(items, totals):
+                    return written
+                written += len(items)
+                items, totals, batched = [], [], 0
             try:
                 if not unseal and self._changed_while_spilled(task):
                     # Written as a new spill, so it stays spilled: merging
                     # every such stream back for the pass would bring them
                     # all back into memory at once, far past the budget.
-                    respilled += self._spill(task) > 0
+                    written += self._spill(task) > 0
                     continue
                 for name, buf in list(task.streams.items()):
                     total = buf.total
@@ -250,15 +262,21 @@ class DurableResidency(Residency):
                         snapshot = unsealed(snapshot)
                     items.append((task.task_id, name, snapshot))
                     totals.append((task, name, total))
+                    batched += len(snapshot)
             except Exception as exc:  # noqa: BLE001 - one task's trouble is not every task's
                 self._table.note_store_error(f"task {task.task_id!r} was not checkpointed: {exc}")
-        if not items or not self._write(items):
-            return respilled
+        if items and self._flush(items, totals):
+            written += len(items)
+        return written
+
+    def _flush(self, items: list[tuple[str, str, bytes]], totals: list[tuple[Task, str, int]]) -> bool:
+        if not self._write(items):
+            return False
         for task, name, total in totals:
             # The store keeps the newest snapshot it was given, so it now
             # holds at least ``total`` bytes of this stream.
             task.checkpointed[name] = max(task.checkpointed.get(name, 0), total)
-        return len(items) + respilled
+        return True
 
     @staticmethod
     def _changed_while_spilled(task: Task) -> bool:

@@ -191,6 +191,7 @@ class Node:
         self.tasks = tasks
         self.silent = silent
         self.failure: Optional[BaseException] = None
+        #: Set when the node goes silent: its agent stops heartbeating too.
         self.went_silent: Optional[str] = None
         self.finished = 0
         #: Tasks the hub ended while this node ran them (LOST, TIMED_OUT).
@@ -411,6 +412,10 @@ class Simulation:
         nodes = [Node(self, n, shares[n], n in silent) for n in range(settings.nodes) if shares[n]]
         self.nodes = nodes
         started = time.perf_counter()
+        beating = threading.Event()
+        heart = threading.Thread(target=self._heartbeats, args=(beating,), name="node-agents",
+                                 daemon=True)
+        heart.start()
         for node in nodes:
             node.thread.start()
         note = ""
@@ -423,6 +428,8 @@ class Simulation:
                         f"{restart.reattached} of {restart.in_flight} tasks in flight re-attached")
             self.progress(done, settings.tasks, note)
         streaming_seconds = time.perf_counter() - started
+        beating.set()
+        heart.join()
         failures = [node.failure for node in nodes if node.failure is not None]
         if failures:
             raise failures[0]
@@ -431,6 +438,21 @@ class Simulation:
         summary = self._summary(silent_tasks, streaming_seconds, time.perf_counter() - started)
         self.hub.journal.close()
         return summary
+
+    def _heartbeats(self, stop: threading.Event) -> None:
+        """What a real node's agent does beside its work: renew the lease of
+        every node that is alive and has not gone silent, four times a lease.
+
+        All nodes here share one GIL: a node thread can wait seconds for its
+        turn, and a real node is not starved by its neighbours' work."""
+        while not stop.wait(self.settings.lease / 4):
+            journal = self.hub.journal
+            for node in self.nodes:
+                if node.went_silent is None and node.thread.is_alive():
+                    try:
+                        journal.heartbeat(node.node_id)
+                    except JournalError:
+                        break  # the hub is restarting: the next round goes to the new one
 
     def _wait_for_verdicts(self, task_ids: list[str]) -> None:
         """Let the lease sweep find the silent nodes' tasks LOST."""
