@@ -200,7 +200,7 @@ class Node:
         self.bytes = 0
         self.latencies_ns = array("q")
         self._timed = 0
-        self._rng = random.Random(number)
+        self._draw = number or 1  # a xorshift state: a Random each costs 2.5 KB a node
         self._generation = -1  # of the journal the current task is attached to
         self._journal: Optional[TaskJournal] = None  # that journal
 
@@ -278,7 +278,12 @@ class Node:
         if len(self.latencies_ns) < _LATENCY_SAMPLES:
             self.latencies_ns.append(nanoseconds)
         else:
-            slot = self._rng.randrange(self._timed)
+            x = self._draw
+            x ^= (x << 13) & 0xFFFFFFFFFFFFFFFF
+            x ^= x >> 7
+            x ^= (x << 17) & 0xFFFFFFFFFFFFFFFF
+            self._draw = x
+            slot = x % self._timed
             if slot < _LATENCY_SAMPLES:
                 self.latencies_ns[slot] = nanoseconds
 
