@@ -13,7 +13,7 @@ def test_defaults():
     config = JournalConfig()
     assert (config.head_bytes, config.tail_bytes) == (20_000, 20_000)
     assert config.result_ttl == 86_400 and config.shards == 16
-    assert config.store_url == "memory://" and config.memory_budget is None
+    assert config.store_url == "memory://" and config.memory_budget == 256 * 1024 * 1024
     assert config.limits_for("stdout") == (20_000, 20_000)
 
 

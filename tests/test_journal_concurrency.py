@@ -54,9 +54,18 @@ def test_sixteen_threads_by_a_thousand_tasks(make_journal):
     assert stats["tasks"] == THREADS * TASKS
     assert stats["by_status"]["failed"] == failed
     assert stats["by_status"]["completed"] == THREADS * TASKS - failed
-    assert stats["bytes_written"] == THREADS * TASKS * APPENDS * len(CHUNK)
-    assert stats["bytes_held"] == THREADS * TASKS * 64
-    assert stats["bytes_dropped"] == THREADS * TASKS * (APPENDS * len(CHUNK) - 64)
+    if journal.store_url.startswith("memory://"):
+        # The buffers are the only copy: every finished task is held.
+        assert stats["bytes_written"] == THREADS * TASKS * APPENDS * len(CHUNK)
+        assert stats["bytes_held"] == THREADS * TASKS * 64
+        assert stats["bytes_dropped"] == THREADS * TASKS * (APPENDS * len(CHUNK) - 64)
+    else:
+        # Every finished task left memory when its final commit returned;
+        # the store has each one whole.
+        assert stats["tasks_in_memory"] == 0 and stats["bytes_resident"] == 0
+        for n in (0, 1, 999):
+            view = journal.get(f"t3-{n}").streams["stdout"]
+            assert (view.total, view.held) == (APPENDS * len(CHUNK), 64)
     assert journal.in_flight() == []
     record = journal.get("t7-999")
     assert record.status is TaskStatus.COMPLETED and record.result == {"n": 999}

@@ -4,10 +4,12 @@ Two variants, chosen once by the kind of store, so no entry point asks
 "is the store durable?":
 
 * :class:`Residency` (``memory://``): the buffers are the only copy; there
-  is nothing to checkpoint or spill.
+  is nothing to checkpoint or spill.  Under ``memory_budget`` the output of
+  the oldest finished tasks is released (their records stay, saying so).
 * :class:`DurableResidency` (SQLite, Redis): streams are checkpointed off the
-  hot path, and under a ``memory_budget`` the buffers of running tasks are
-  spilled to the store and finished tasks let go of.
+  hot path, a finished task leaves memory once its final state is in the
+  store, and under ``memory_budget`` the buffers of running tasks are
+  spilled to the store.
 
 Both read a task the same way: :meth:`Residency.record` and
 :meth:`Residency.read_from` merge spilled parts back under the task's shard
@@ -19,19 +21,23 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Optional
 
-from journal._buffer_shared import snapshot_total
+from journal._buffer_shared import SnapshotState, encode_snapshot, snapshot_total
 from journal._table import TaskTable, unsealed
 from journal._task import Task
 from journal.buffer import HeadTailBuffer
-from journal.errors import CorruptSnapshot, InvalidArgument, StoreError, StreamSpilled
+from journal.errors import CorruptSnapshot, StoreError, StreamSpilled
 from journal.records import StreamView, TaskRecord, record_from_row
 
 __all__ = ["DurableResidency", "Residency", "residency_for"]
 
 log = logging.getLogger("journal")
+
+#: Snapshot bytes a checkpoint pass writes at once (one store write each).
+_CHECKPOINT_BATCH = 4 * 1024 * 1024
 
 #: Called when a spilled part cannot be merged back: the ownership policy
 #: decides whether another replica took the task (and raises OwnedElsewhere).
@@ -43,23 +49,41 @@ def residency_for(table: TaskTable, foreign_state: ForeignState) -> Residency:
     budget = table.config.memory_budget
     if table.store.durable:
         return DurableResidency(table, foreign_state, budget)
-    if budget is not None:
-        raise InvalidArgument(
-            f"memory_budget needs a durable store to spill to; {table.store.url} keeps "
-            "everything in memory: use sqlite:///path/journal.db, or no budget"
-        )
-    return Residency(table)
+    return Residency(table, budget)
+
+
+def released_buffer(buffer_class: type[HeadTailBuffer], total: int) -> HeadTailBuffer:
+    """A sealed stream that holds no bytes but remembers how many were
+    written: what a finished task's stream becomes once its output is
+    released (about 200 bytes, against up to head + tail before)."""
+    return buffer_class.restore(encode_snapshot(SnapshotState(0, 0, total, True, b"", b"")))
 
 
 class Residency:
-    """memory://: every byte stays in the buffers; nothing to write out."""
+    """memory://: the buffers are the only copy; nothing to write out.
+
+    With a ``memory_budget`` (the default), the stream bytes of finished
+    tasks are bounded by it: past it, the output of the tasks that finished
+    first is released.  Their records keep status, result, meta and totals,
+    and say how many bytes were released (``StreamView.released``).  The
+    output of running tasks is never released: nothing else holds it.
+    """
 
     durable = False
 
-    def __init__(self, table: TaskTable) -> None:
+    def __init__(self, table: TaskTable, budget: Optional[int] = None) -> None:
         self._table = table
+        self._budget = budget
         #: When the streams were last all written to the store (None: never).
         self.checkpointed_at: Optional[float] = None
+        #: Finished tasks that still hold output, oldest first, and the bytes
+        #: each holds; ``_finished_bytes`` is their sum.
+        self._finished: OrderedDict[str, tuple[Task, int]] = OrderedDict()
+        self._finished_bytes = 0
+        self._finished_lock = threading.Lock()
+        #: Finished tasks whose output was released, and the bytes let go.
+        self.released_tasks = 0
+        self.released_bytes = 0
 
     # -- passes (nothing to do in memory) ------------------------------------
 
@@ -77,9 +101,55 @@ class Residency:
 
     def after_end(self, task: Task) -> None:
         """A task has ended and its final state is committed."""
+        budget = self._budget
+        if budget is None:
+            return
+        size = sum(len(buf) for buf in list(task.streams.values()))
+        if not size:
+            return
+        released: list[Task] = []
+        with self._finished_lock:
+            self._finished[task.task_id] = (task, size)
+            self._finished_bytes += size
+            while self._finished_bytes > budget and self._finished:
+                _, (oldest, held) = self._finished.popitem(last=False)
+                self._finished_bytes -= held
+                released.append(oldest)
+        for oldest in released:
+            self._release(oldest)
 
-    def merge_back(self, task: Task) -> None:
-        """Merge spilled streams back into memory; hold the shard lock."""
+    def forget(self, task_ids: Iterable[str]) -> None:
+        """These tasks left the journal (their results expired)."""
+        with self._finished_lock:
+            for task_id in task_ids:
+                entry = self._finished.pop(task_id, None)
+                if entry is not None:
+                    self._finished_bytes -= entry[1]
+
+    def _release(self, task: Task) -> None:
+        """Let go of a finished task's output; its record stays."""
+        make = self._table.buffer_class
+        with self._table.shard(task.task_id).lock:
+            if not self._table.holds(task):
+                return  # expired meanwhile: nothing left to release
+            freed = 0
+            for name, buf in list(task.streams.items()):
+                held = len(buf)
+                if not held:
+                    continue
+                task.streams[name] = released_buffer(make, buf.total)
+                if task.released is None:
+                    task.released = {}
+                task.released[name] = held
+                freed += held
+        if freed:
+            with self._finished_lock:
+                self.released_tasks += 1
+                self.released_bytes += freed
+
+    def merge_back(self, task: Task, only_grown: bool = False) -> None:
+        """Merge spilled streams back into memory (``only_grown``: those that
+        took appends since they were spilled); hold the shard lock."""
 
     # -- reads ------------------------------------------------------------------
 
@@ -90,6 +160,10 @@ class Residency:
             with self._table.shard(task.task_id).lock:
                 self.merge_back(task)
                 views = {name: StreamView(name, *buf.view()) for name, buf in task.streams.items()}
+        if task.released:
+            for name, released in list(task.released.items()):
+                if name in views:
+                    views[name] = views[name]._replace(released=released)
         return record_from_row(
             task.row(), views, detached=task.detached_until is not None, owner=task.owner
         )
@@ -116,9 +190,8 @@ class DurableResidency(Residency):
     durable = True
 
     def __init__(self, table: TaskTable, foreign_state: ForeignState, budget: Optional[int]) -> None:
-        super().__init__(table)
+        super().__init__(table, budget)
         self._foreign_state = foreign_state
-        self._budget = budget
         #: One checkpoint or budget pass at a time.  Never taken while a
         #: shard lock is held.
         self._passes = threading.Lock()
@@ -127,9 +200,15 @@ class DurableResidency(Residency):
         table = self._table
         with self._passes:
             started, errors = table.clock(), table.store_errors
-            written = self._checkpoint(list(table.tasks.values()))
+            tasks = list(table.tasks.values())
+            written = self._checkpoint(tasks)
             if table.store_errors == errors:
                 self.checkpointed_at = started
+            # Finished tasks whose final checkpoint failed at their end, and
+            # has landed now, leave memory here.
+            for task in tasks:
+                if task.status.terminal:
+                    self._let_go(task)
             # The budget holds even when the store refused the checkpoint:
             # a spill is written (or undone) on its own.
             if self._budget is not None:
@@ -153,8 +232,24 @@ class DurableResidency(Residency):
         seals them, but they go on after a restart)."""
         items: list[tuple[str, str, bytes]] = []
         totals: list[tuple[Task, str, int]] = []
+        batched = written = 0
         for task in tasks:
+            if batched >= _CHECKPOINT_BATCH:
+                # Snapshots are copies: a pass over thousands of streams
+                # that wrote them all at once would hold a second copy of
+                # every buffer.  If the store refuses, the rest waits for
+                # the next pass.
+                if not self._flush(items, totals):
+                    return written
+                written += len(items)
+                items, totals, batched = [], [], 0
             try:
+                if not unseal and self._changed_while_spilled(task):
+                    # Written as a new spill, so it stays spilled: merging
+                    # every such stream back for the pass would bring them
+                    # all back into memory at once, far past the budget.
+                    written += self._spill(task) > 0
+                    continue
                 for name, buf in list(task.streams.items()):
                     total = buf.total
                     if total == task.checkpointed.get(name, 0):
@@ -167,26 +262,43 @@ class DurableResidency(Residency):
                         snapshot = unsealed(snapshot)
                     items.append((task.task_id, name, snapshot))
                     totals.append((task, name, total))
+                    batched += len(snapshot)
             except Exception as exc:  # noqa: BLE001 - one task's trouble is not every task's
                 self._table.note_store_error(f"task {task.task_id!r} was not checkpointed: {exc}")
-        if not items or not self._write(items):
-            return 0
+        if items and self._flush(items, totals):
+            written += len(items)
+        return written
+
+    def _flush(self, items: list[tuple[str, str, bytes]], totals: list[tuple[Task, str, int]]) -> bool:
+        if not self._write(items):
+            return False
         for task, name, total in totals:
             # The store keeps the newest snapshot it was given, so it now
             # holds at least ``total`` bytes of this stream.
             task.checkpointed[name] = max(task.checkpointed.get(name, 0), total)
-        return len(items)
+        return True
+
+    @staticmethod
+    def _changed_while_spilled(task: Task) -> bool:
+        return any(
+            buf.spilled and buf.total != task.checkpointed.get(name, 0)
+            for name, buf in list(task.streams.items())
+        )
 
     def after_end(self, task: Task) -> None:
-        if self._budget is not None:
-            self._let_go(task)
+        # Its final state is in the store: reads go there from now on, so a
+        # finished task costs no memory for the whole of result_ttl.
+        self._let_go(task)
+
+    def forget(self, task_ids: Iterable[str]) -> None:
+        """Nothing to do: finished tasks are not kept here."""
 
     def _enforce_budget(self, budget: int) -> None:
         """Bring resident stream bytes under ``budget``: first let go of
-        finished tasks (their final state is in the store; with a budget they
-        normally leave at their terminal transition, this catches those whose
-        last checkpoint failed then), then spill the buffers of running
-        tasks, those idle the longest first."""
+        finished tasks (their final state is in the store; they normally
+        leave at their terminal transition, this catches those whose last
+        checkpoint has not landed), then spill the buffers of running tasks,
+        those idle the longest first."""
         tasks = list(self._table.tasks.values())
         resident = 0
         for task in tasks:
@@ -206,7 +318,10 @@ class DurableResidency(Residency):
         for task in running:
             if resident <= budget:
                 return
-            resident -= self._spill(task)
+            try:
+                resident -= self._spill(task)
+            except Exception as exc:  # noqa: BLE001 - one task's trouble is not every task's
+                self._table.note_store_error(f"task {task.task_id!r} was not spilled: {exc}")
 
     def _let_go(self, task: Task) -> int:
         """Drop a finished task from memory once its final state is in the
@@ -225,8 +340,11 @@ class DurableResidency(Residency):
         freed.  If the store does not take it, for any reason, the buffers
         are merged back at once: nothing a spill holds is ever lost."""
         with self._table.shard(task.task_id).lock:
-            if task.status.terminal:
+            if task.status.terminal or not self._table.holds(task):
                 return 0
+            # A spilled stream that took appends since is merged with its
+            # stored part first, and spilled again as a whole.
+            self.merge_back(task, only_grown=True)
             spilled = []
             for name, buf in task.streams.items():
                 if not buf.spilled and len(buf):
@@ -249,9 +367,9 @@ class DurableResidency(Residency):
                 task.checkpointed[name] = max(task.checkpointed.get(name, 0), durable)
         return sum(size for *_, size in spilled)
 
-    def merge_back(self, task: Task) -> None:
+    def merge_back(self, task: Task, only_grown: bool = False) -> None:
         for name, buf in task.streams.items():
-            if not buf.spilled:
+            if not buf.spilled or (only_grown and not len(buf)):
                 continue
             snapshot = self._table.store.get_stream(task.task_id, name)
             try:

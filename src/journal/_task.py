@@ -25,7 +25,7 @@ class Task:
         "task_id", "node_id", "status", "meta_json", "result", "error",
         "created_at", "updated_at", "finished_at", "deadline", "detached_until",
         "streams", "done", "async_waiters", "seen_total", "checkpointed",
-        "idle_passes", "owner",
+        "idle_passes", "owner", "released",
     )
 
     def __init__(self, row: TaskRow) -> None:
@@ -54,6 +54,9 @@ class Task:
         self.idle_passes = 0
         #: On a shared store, the hub replica that owns the task.
         self.owner: Optional[str] = None
+        #: memory:// under a budget: stream name -> bytes of output released
+        #: after the task finished (None until one is).
+        self.released: Optional[dict[str, int]] = None
 
     def row(self, **changes: Any) -> TaskRow:
         row = TaskRow(

@@ -75,8 +75,10 @@ class JournalConfig(_DerivedRules):
     shards: int = 16
     #: Where the journal is kept: ``memory://`` (nothing survives a restart).
     store_url: str = "memory://"
-    #: Bytes of stream buffers to keep resident; None for no budget.
-    memory_budget: Optional[int] = None
+    #: Bytes of stream buffers to keep resident; None for no bound.  On a
+    #: durable store, running tasks' buffers past it are spilled to the
+    #: store; on memory://, finished tasks' output past it is released.
+    memory_budget: Optional[int] = 256 * 1024 * 1024  # 256 MiB
     #: How often changed stream buffers are written to the store.
     checkpoint_interval: float = 1.0
     #: How often deadlines, leases and retention are enforced in the

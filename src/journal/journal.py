@@ -325,6 +325,9 @@ class TaskJournal(AsyncCalls):
         ``checkpoint_age`` is the seconds since every stream last was (None
         before the first checkpoint, and on memory://).  ``appends`` counts
         the append calls this process has made to the streams it holds.
+        ``output_released_tasks`` and ``output_released_bytes`` count the
+        finished tasks whose output ``memory_budget`` released on memory://,
+        and the bytes let go (their records stay).
         ``store_errors`` counts failed store writes of background passes (and
         of a shared store's own lease thread), ``background_errors`` the
         background passes that failed as a whole.
@@ -366,6 +369,8 @@ class TaskJournal(AsyncCalls):
             "bytes_written": written,
             "bytes_checkpointed": checkpointed,
             "appends": appends,
+            "output_released_tasks": self._residency.released_tasks,
+            "output_released_bytes": self._residency.released_bytes,
             "checkpoint_age": None if checkpointed_at is None
             else max(0.0, table.clock() - checkpointed_at),
             "nodes": len(table.nodes),
@@ -448,6 +453,7 @@ class TaskJournal(AsyncCalls):
             shard = table.shard(task_id)
             with shard.lock:
                 shard.entries.pop(task_id, None)
+        self._residency.forget(set(expired).union(past_retention))
         counts["expired"] = len(expired)
         counts["tombstones_forgotten"] = table.store.forget_tombstones(now)
         return counts

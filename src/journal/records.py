@@ -37,6 +37,9 @@ class StreamView(NamedTuple):
     highlights_skipped: int = 0
     #: Newlines in the dropped middle; None when the stream has no highlight rules.
     dropped_lines: Optional[int] = None
+    #: Bytes of output let go after the task finished, to keep memory://
+    #: under ``memory_budget``; 0 when everything held is here.
+    released: int = 0
 
     @property
     def dropped(self) -> int:
@@ -53,12 +56,24 @@ class StreamView(NamedTuple):
         return _shared.read_from(self.head, self.tail, self.total, _shared.read_offset(offset))
 
     def render(self, marker: Optional[str] = None) -> bytes:
-        """Head, then a marker and any highlight lines if bytes were dropped, then tail."""
+        """Head, then a marker and any highlight lines if bytes were dropped,
+        then tail; for a released stream, a line saying so."""
+        if self.released:
+            return self._released_line().encode("utf-8")
         return _shared.render(self.head, self.tail, self.total, marker, self._scan())
 
     def text(self, marker: Optional[str] = None) -> str:
         """``render()`` decoded as UTF-8, never splitting a character at a cut."""
+        if self.released:
+            return self._released_line()
         return _shared.text(self.head, self.tail, self.total, marker, self._scan())
+
+    def _released_line(self) -> str:
+        return (
+            f"[output released: this task had finished, and its {self.released:,} held bytes "
+            f"(of {self.total:,} written) were let go to keep memory:// under memory_budget; "
+            "a durable store keeps them]\n"
+        )
 
     def _scan(self) -> Optional[_shared.Scan]:
         if self.dropped_lines is None:

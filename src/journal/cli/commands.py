@@ -28,7 +28,7 @@ from journal.cli.errors import (
 from journal.cli.follow import Follower, JsonSink, PlainSink, TerminalSink, exit_status
 from journal.cli.output import Column, Moment, Output, printable, size, when
 from journal.cli.output import status as status_cell
-from journal.cli.simulate import Settings, Simulation
+from journal.cli.simulate import DEFAULT_BUDGET, Settings, Simulation
 from journal.cli.tables import Kind
 from journal.config import MAX_SECONDS, JournalConfig
 from journal.errors import JournalError
@@ -109,6 +109,20 @@ def _silence_stdout() -> None:
         pass
 
 
+def _memory_budget(text: Optional[str]) -> Optional[int]:
+    """--memory-budget: bytes, 'none' for no bound, or unset for the default."""
+    if text is None:
+        return DEFAULT_BUDGET
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return int(text.strip().replace("_", ""))
+    except ValueError:
+        raise UsageProblem(
+            f"--memory-budget must be a number of bytes or 'none', got {text!r}"
+        ) from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="taskjournal",
                       message=f"%(prog)s %(version)s (buffer: {IMPLEMENTATION})")
@@ -120,7 +134,8 @@ def cli() -> None:
 @click.option("--nodes", default=100, show_default=True, help="Simulated nodes.")
 @click.option("--tasks", default=1000, show_default=True, help="Tasks to run.")
 @click.option("--store", "store_url", type=Text("--store"), default=DEFAULT_STORE,
-              show_default=True, help="Where the journal is kept.")
+              show_default=True, envvar="JOURNAL_STORE_URL",
+              help="Where the journal is kept (or JOURNAL_STORE_URL).")
 @click.option("--restart-at", type=click.FloatRange(0, 100, min_open=True, max_open=True),
               default=None, metavar="PERCENT",
               help="Crash and reopen the hub's journal when this share of tasks has finished.")
@@ -128,19 +143,24 @@ def cli() -> None:
               help="Nodes told to go quiet in their last task (those tasks must end LOST).")
 @click.option("--rate", default=0.0, show_default=True, metavar="KB/S",
               help="Output rate of each node; 0 streams as fast as the journal takes it.")
-@click.option("--lease", "lease_timeout", default=2.0, show_default=True, metavar="SECONDS",
-              help="Lease of a node that stops streaming.")
+@click.option("--lease", "lease_timeout", type=float, default=None, metavar="SECONDS",
+              help="Lease of a node that stops streaming (default: one that fits the mesh, "
+                   "10 s and 20 ms per node past 500).")
+@click.option("--memory-budget", default=None, metavar="BYTES",
+              help="The journal's memory_budget, or 'none' for no bound "
+                   "(default: the journal's own, 256 MiB).")
 @click.option("--seed", default=1, show_default=True, help="Seed of the workload.")
 @json_option
 @_one_line_errors
 def simulate(nodes: int, tasks: int, store_url: str, restart_at: Optional[float], silent: int,
-             rate: float, lease_timeout: float, seed: int, as_json: bool) -> None:
+             rate: float, lease_timeout: Optional[float], memory_budget: Optional[str],
+             seed: int, as_json: bool) -> None:
     """Run a simulated mesh of nodes streaming build and test output through
     the journal, then report what it cost and that nothing was lost."""
     out = Output(as_json)
     settings = Settings(nodes=nodes, tasks=tasks, store_url=store_url, restart_at=restart_at,
                         silent=silent, rate_kbps=rate, seed=seed, lease_timeout=lease_timeout,
-                        run_id=f"sim-{secrets.token_hex(3)}")
+                        memory_budget=_memory_budget(memory_budget), run_id=f"sim-{secrets.token_hex(3)}")
     try:
         settings.check()
     except ValueError as exc:
@@ -222,8 +242,16 @@ def _print_summary(out: Output, s: dict[str, Any]) -> None:
         ("append p50 / p99", f"{s['append_p50_ns'] / 1000:.1f} / {s['append_p99_ns'] / 1000:.1f} µs"),
         ("peak RSS", size(s["peak_rss_bytes"])),
         ("lost tasks", f"{s['lost']} (silent nodes: {s['lost_expected']})"),
+        ("tasks ended by the hub", s["ended_by_hub"]),
+        ("lease", f"{s['lease_seconds']:g} s"),
+        ("memory budget", "none" if s["memory_budget"] is None
+         else f"{s['memory_budget'] / 2**20:g} MiB"),
+        ("tasks/s", round(s["tasks_per_second"])),
         ("wall time", f"{s['seconds']:.1f} s"),
     ]
+    if s["bytes_released"]:
+        rows.insert(8, ("bytes released (memory://)", size(s["bytes_released"])))
+        rows.insert(10, ("error lines released", s["error_lines_released"]))
     restart = s["restart"]
     if restart:
         rows += [

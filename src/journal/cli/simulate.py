@@ -11,7 +11,14 @@ at the end every stream must hold exactly what its node printed.
 ``restart_at`` drops the journal the way a crash would (``abandon``: no
 close, no final checkpoint) when that percentage of tasks has finished, and
 opens a new one on the same store.  ``silent`` nodes stop in the middle of
-their last task without a word, so the lease sweep must find them LOST.
+their last task without a word, so the lease sweep must find them LOST.  A
+node whose task the hub ended (its stream is sealed, and no restart is under
+way) says so and goes on with its next task, as a real node agent would.
+
+The simulator's own memory stays flat however many tasks it runs: a task's
+plan is drawn when its node starts it (from the seed and its number), what
+is checked at the end is kept in arrays, and append latencies are sampled
+into a fixed reservoir per node.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ import random
 import sys
 import threading
 import time
+from array import array
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from journal.buffer import HeadTailBuffer
@@ -54,6 +62,24 @@ _HUB_DOWN_ERRORS = (JournalClosed, StoreError)
 _HUB_DOWN_PATIENCE = 30.0
 #: Each simulated node is a thread.
 MAX_NODES = 10_000
+#: Append latencies kept per node (a uniform sample of all those timed).
+_LATENCY_SAMPLES = 512
+#: The journal's own default budget, which ``simulate`` keeps unless told.
+DEFAULT_BUDGET: Optional[int] = JournalConfig().memory_budget
+
+
+def fitting_lease(nodes: int) -> float:
+    """A lease that fits a mesh of ``nodes`` threads on one interpreter.
+
+    The nodes share one GIL with the hub: with thousands of them, one can
+    wait seconds for its turn, and a starved thread is not a dead node.  So
+    the lease grows with the mesh: 10 s, and 20 ms more per node past 500
+    (40 s for 2,000 nodes)."""
+    return max(10.0, nodes * 0.02)
+
+
+class _EndedByHub(Exception):
+    """The hub ended the node's current task (its stream is sealed)."""
 
 
 @dataclass
@@ -65,10 +91,17 @@ class Settings:
     silent: int = 0  # nodes that go quiet in their last task
     rate_kbps: float = 0.0  # per node; 0 for as fast as possible
     seed: int = 1
-    lease_timeout: float = 2.0
+    #: None: one that fits the load (fitting_lease).
+    lease_timeout: Optional[float] = None
     reattach_grace: float = 10.0
+    #: The journal's memory_budget (None: no bound).
+    memory_budget: Optional[int] = field(default=DEFAULT_BUDGET)
     #: Prefix of this run's task ids, so runs can share a store.
     run_id: str = "sim"
+
+    @property
+    def lease(self) -> float:
+        return fitting_lease(self.nodes) if self.lease_timeout is None else self.lease_timeout
 
     def check(self) -> None:
         if self.nodes < 1 or self.tasks < 1:
@@ -83,9 +116,14 @@ class Settings:
         if not (math.isfinite(self.rate_kbps) and self.rate_kbps >= 0):
             raise ValueError(f"--rate must be a finite number of KB/s >= 0 (0: as fast as the "
                              f"journal takes it), got {self.rate_kbps!r}")
-        if not (math.isfinite(self.lease_timeout) and 0 < self.lease_timeout <= MAX_SECONDS):
+        if self.lease_timeout is not None and not (
+            math.isfinite(self.lease_timeout) and 0 < self.lease_timeout <= MAX_SECONDS
+        ):
             raise ValueError(f"--lease must be seconds > 0 and at most {MAX_SECONDS:,}, "
                              f"got {self.lease_timeout!r}")
+        if self.memory_budget is not None and not 0 <= self.memory_budget <= sys.maxsize:
+            raise ValueError(f"--memory-budget must be bytes >= 0 (or 'none'), "
+                             f"got {self.memory_budget!r}")
         if self.nodes > MAX_NODES:
             raise ValueError(f"--nodes must be at most {MAX_NODES:,} (each node is a thread), "
                              f"got {self.nodes}")
@@ -106,8 +144,9 @@ class Hub:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.config = JournalConfig(
-            store_url=settings.store_url, lease_timeout=settings.lease_timeout,
+            store_url=settings.store_url, lease_timeout=settings.lease,
             reattach_grace=settings.reattach_grace, sweep_interval=0.25,
+            memory_budget=settings.memory_budget,
         )
         self.journal = TaskJournal(config=self.config)
         self.generation = 0
@@ -152,11 +191,16 @@ class Node:
         self.tasks = tasks
         self.silent = silent
         self.failure: Optional[BaseException] = None
+        #: Set when the node goes silent: its agent stops heartbeating too.
         self.went_silent: Optional[str] = None
         self.finished = 0
+        #: Tasks the hub ended while this node ran them (LOST, TIMED_OUT).
+        self.ended_by_hub: list[str] = []
         self.appends = 0
         self.bytes = 0
-        self.latencies_ns: list[int] = []
+        self.latencies_ns = array("q")
+        self._timed = 0
+        self._draw = number or 1  # a xorshift state: a Random each costs 2.5 KB a node
         self._generation = -1  # of the journal the current task is attached to
         self._journal: Optional[TaskJournal] = None  # that journal
 
@@ -171,7 +215,7 @@ class Node:
 
     def _run_task(self, number: int, quit_midway: bool) -> bool:
         sim = self.sim
-        plan = sim.plans[number]
+        plan = sim.plan(number)
         task_id = self.sim.task_id(number)
         self._task_id = task_id
         self._sent: list[bytes] = []
@@ -179,22 +223,29 @@ class Node:
         self._register(task_id, {"kind": plan.kind.name})
         self._call(lambda j: j.start(task_id), done_if=InvalidTransition)
         pause = len(sim.pool[0]) / (sim.settings.rate_kbps * 1024) if sim.settings.rate_kbps else 0
-        for index, chunk in enumerate(plan.chunks):
-            if quit_midway and index == len(plan.chunks) // 2:
-                self.went_silent = task_id
-                return False  # no more appends, heartbeats or results
-            if index == plan.error_index:
-                self._send(plan.error_line)
-            self._send(sim.pool[chunk])
-            if pause:
-                time.sleep(pause)
+        try:
+            for index, chunk in enumerate(plan.chunks):
+                if quit_midway and index == len(plan.chunks) // 2:
+                    self.went_silent = task_id
+                    return False  # no more appends, heartbeats or results
+                if index == plan.error_index:
+                    self._send(plan.error_line)
+                self._send(sim.pool[chunk])
+                if pause:
+                    time.sleep(pause)
+        except _EndedByHub:
+            # Reported in the summary; the node goes on with its next task.
+            self.ended_by_hub.append(task_id)
+            self.finished += 1
+            sim.maybe_restart()
+            return True
         result = {"exit_code": plan.kind.exit_code}
         if plan.kind.exit_code == 0:
             self._call(lambda j: j.complete(task_id, result), done_if=InvalidTransition)
         else:
             error = f"exit status {plan.kind.exit_code}"
             self._call(lambda j: j.fail(task_id, error, result=result), done_if=InvalidTransition)
-        sim.expected_totals[task_id] = self._sent_total
+        sim.expected_totals[number] = self._sent_total
         self.finished += 1
         sim.maybe_restart()
         return True
@@ -206,11 +257,13 @@ class Node:
                 if self.appends % _TIMED_EVERY == 0:
                     started = time.perf_counter_ns()
                     handle.append(piece)
-                    self.latencies_ns.append(time.perf_counter_ns() - started)
+                    self._sample(time.perf_counter_ns() - started)
                 else:
                     handle.append(piece)
                 break
             except StreamSealed as exc:
+                if self._ended_by_hub():
+                    raise _EndedByHub(self._task_id) from None
                 # The hub went down: its journal sealed every handle.  Once
                 # the new one is up, _handle() re-attaches and resends.
                 self._wait_for_new_hub(self._journal, exc)
@@ -218,6 +271,32 @@ class Node:
         self.bytes += len(piece)
         self._sent.append(piece)
         self._sent_total += len(piece)
+
+    def _sample(self, nanoseconds: int) -> None:
+        """Keep a uniform sample of the timed appends (reservoir sampling)."""
+        self._timed += 1
+        if len(self.latencies_ns) < _LATENCY_SAMPLES:
+            self.latencies_ns.append(nanoseconds)
+        else:
+            x = self._draw
+            x ^= (x << 13) & 0xFFFFFFFFFFFFFFFF
+            x ^= x >> 7
+            x ^= (x << 17) & 0xFFFFFFFFFFFFFFFF
+            self._draw = x
+            slot = x % self._timed
+            if slot < _LATENCY_SAMPLES:
+                self.latencies_ns[slot] = nanoseconds
+
+    def _ended_by_hub(self) -> bool:
+        """Whether the sealed stream is the hub's verdict on the task (no
+        restart under way, and the journal has it ended)."""
+        journal = self._journal
+        if journal is None or self.sim.hub.journal is not journal:
+            return False
+        try:
+            return journal.get(self._task_id).terminal
+        except JournalError:
+            return False  # closed under us: a restart is under way
 
     def _handle(self) -> HeadTailBuffer:
         generation, journal = self.sim.hub.current()
@@ -297,11 +376,17 @@ class Simulation:
         self.progress = progress or (lambda done, total, note: None)
         rng = random.Random(settings.seed)
         self.pool = chunk_pool(settings.seed)
-        self.plans: list[Plan] = [plan_task(rng, n, len(self.pool)) for n in range(settings.tasks)]
-        self.expected_totals: dict[str, int] = {}
+        self._plan_seed = rng.getrandbits(32)
+        #: Bytes each finished task's node sent (-1: not finished by its node).
+        self.expected_totals = array("q", [-1]) * settings.tasks
         self.hub: Hub
         self.nodes: list[Node] = []
         self._restart_lock = threading.Lock()
+
+    def plan(self, number: int) -> Plan:
+        """Task ``number``'s output, the same every time it is asked for."""
+        rng = random.Random(self._plan_seed * 1_000_003 + number)
+        return plan_task(rng, number, len(self.pool))
 
     def task_id(self, number: int) -> str:
         return f"{self.settings.run_id}-t{number:05d}"
@@ -332,6 +417,10 @@ class Simulation:
         nodes = [Node(self, n, shares[n], n in silent) for n in range(settings.nodes) if shares[n]]
         self.nodes = nodes
         started = time.perf_counter()
+        beating = threading.Event()
+        heart = threading.Thread(target=self._heartbeats, args=(beating,), name="node-agents",
+                                 daemon=True)
+        heart.start()
         for node in nodes:
             node.thread.start()
         note = ""
@@ -344,6 +433,8 @@ class Simulation:
                         f"{restart.reattached} of {restart.in_flight} tasks in flight re-attached")
             self.progress(done, settings.tasks, note)
         streaming_seconds = time.perf_counter() - started
+        beating.set()
+        heart.join()
         failures = [node.failure for node in nodes if node.failure is not None]
         if failures:
             raise failures[0]
@@ -353,9 +444,24 @@ class Simulation:
         self.hub.journal.close()
         return summary
 
+    def _heartbeats(self, stop: threading.Event) -> None:
+        """What a real node's agent does beside its work: renew the lease of
+        every node that is alive and has not gone silent, four times a lease.
+
+        All nodes here share one GIL: a node thread can wait seconds for its
+        turn, and a real node is not starved by its neighbours' work."""
+        while not stop.wait(self.settings.lease / 4):
+            journal = self.hub.journal
+            for node in self.nodes:
+                if node.went_silent is None and node.thread.is_alive():
+                    try:
+                        journal.heartbeat(node.node_id)
+                    except JournalError:
+                        break  # the hub is restarting: the next round goes to the new one
+
     def _wait_for_verdicts(self, task_ids: list[str]) -> None:
         """Let the lease sweep find the silent nodes' tasks LOST."""
-        deadline = time.monotonic() + self.settings.lease_timeout + self.settings.reattach_grace + 5
+        deadline = time.monotonic() + self.settings.lease + self.settings.reattach_grace + 5
         pending = set(task_ids)
         while pending and time.monotonic() < deadline:
             self.progress(self.finished(), self.settings.tasks,
@@ -366,9 +472,11 @@ class Simulation:
     def _summary(self, silent_tasks: list[str], streaming: float, total: float) -> dict[str, Any]:
         journal = self.hub.journal
         by_status = {status.value: 0 for status in TaskStatus}
-        kept = dropped = written = missing = 0
-        errors_shown = errors_total = 0
-        for number, plan in enumerate(self.plans):
+        kept = dropped = written = missing = released = 0
+        errors_shown = errors_total = errors_released = 0
+        ended_by_hub = {task_id for node in self.nodes for task_id in node.ended_by_hub}
+        for number in range(self.settings.tasks):
+            plan = self.plan(number)
             task_id = self.task_id(number)
             try:
                 record = journal.get(task_id)
@@ -379,15 +487,20 @@ class Simulation:
             if view is None:
                 continue
             kept += view.held
-            dropped += view.dropped
+            dropped += view.dropped - view.released
+            released += view.released
             written += view.total
-            expected = self.expected_totals.get(task_id)
-            if expected is not None and view.total < expected:
+            expected = self.expected_totals[number]
+            if expected >= 0 and view.total < expected:
                 missing += expected - view.total
-            if plan.error_line and task_id not in silent_tasks:
+            if plan.error_line and task_id not in silent_tasks and task_id not in ended_by_hub:
+                if view.released:
+                    errors_released += 1  # memory:// let go of its output
+                    continue
                 errors_total += 1
                 errors_shown += plan.error_line.rstrip(b"\n") in view.render()
         latencies = sorted(x for node in self.nodes for x in node.latencies_ns)
+        finished = sum(node.finished for node in self.nodes)
         appends = sum(node.appends for node in self.nodes)
         appended = sum(node.bytes for node in self.nodes)
         restart = self.hub.restart
@@ -399,15 +512,21 @@ class Simulation:
             "by_status": by_status,
             "lost": lost,
             "lost_expected": len(silent_tasks),
+            "ended_by_hub": len(ended_by_hub),
+            "lease_seconds": self.settings.lease,
+            "memory_budget": self.settings.memory_budget,
+            "tasks_per_second": finished / streaming,
             "appends": appends,
             "appends_per_second": appends / streaming,
             "megabytes_per_second": appended / streaming / 1e6,
             "bytes_written": written,
             "bytes_kept": kept,
             "bytes_dropped": dropped,
+            "bytes_released": released,
             "bytes_missing": missing,
             "error_lines_shown": errors_shown,
             "error_lines": errors_total,
+            "error_lines_released": errors_released,
             "append_p50_ns": _percentile(latencies, 0.50),
             "append_p99_ns": _percentile(latencies, 0.99),
             "peak_rss_bytes": _peak_rss(),

@@ -78,6 +78,7 @@ from journal.errors import (
 )
 from journal.lifecycle import TaskStatus
 from journal.store._batching import AsyncJob, Batcher, Job
+from journal.store._sqlite_readers import ReaderPool
 from journal.store.base import Snapshotable, StoredTask, TaskRow, row_problem
 
 __all__ = ["SQLiteStore"]
@@ -192,6 +193,13 @@ _T = TypeVar("_T")
 _OPEN: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
 
 
+#: Read connections per store: WAL readers run side by side, and the GIL
+#: lets only one thread step Python at a time, so a few are enough.
+_READERS = 4
+#: Bytes the WAL file is cut back to after a checkpoint.
+_WAL_LIMIT = 64 * 1024 * 1024
+
+
 class SQLiteStore:
     durable = True
 
@@ -199,7 +207,8 @@ class SQLiteStore:
         self.url = url
         self.path, self._synchronous = _parse_url(url)
         self.readonly = readonly
-        self._local = threading.local()
+        #: Read connections, at most a few whatever the number of threads.
+        self._readers = ReaderPool(self._connect, _READERS)
         self._lock_fd: Optional[int] = None
         self._db_fd: Optional[int] = None
         self._writer: Optional[_GroupCommit] = None
@@ -338,19 +347,27 @@ class SQLiteStore:
         conn = self._raw_connection(readonly=self.readonly)
         if not self.readonly:
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        return conn
-
-    def _reader(self) -> sqlite3.Connection:
-        """This thread's read connection."""
-        if self._refusal is not None:
-            raise StoreError(self._refusal)
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._connect()
+            # The file stays as large as what is retained: rows that expire
+            # free their pages to SQLite's freelist, and new rows take those
+            # first.  The WAL is reset at each checkpoint, and cut back to
+            # this size if one burst made it larger.
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
         return conn
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        conn = self._reader()
+        if self._refusal is not None:
+            raise StoreError(self._refusal)
+        try:
+            with self._readers.connection() as conn:
+                return self._read_on(conn, sql, params)
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - opening one: translated, never raw
+            raise _translate(exc, self.path) from None
+
+    def _read_on(
+        self, conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]
+    ) -> list[tuple[Any, ...]]:
         try:
             return conn.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
@@ -551,10 +568,7 @@ class SQLiteStore:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._readers.close()
         self._release_locks()
 
     # -- plumbing ----------------------------------------------------------
