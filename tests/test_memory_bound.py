@@ -279,3 +279,43 @@ def test_a_checkpoint_pass_writes_in_batches_not_one_copy_of_everything(reopen):
         table.store.put_streams = real
     assert len(batches) >= 3 and max(batches) <= 4 * 1024 * 1024 + 41_000, batches
     assert journal.stats()["bytes_checkpointed"] == 300 * 40_000
+
+
+def test_appends_racing_the_end_of_a_task_spilled_meanwhile_are_kept(reopen):
+    # complete() has taken its final snapshot and is committing; the budget
+    # pass spills the still-running task meanwhile, and appends land in the
+    # spilled buffer before the seal.  The last checkpoint must merge them
+    # back and write them, and the task must then leave memory.
+    journal = reopen(head_bytes=1_000, tail_bytes=1_000, memory_budget=100,
+                     checkpoint_interval=3600)
+    journal.register("t", "node")
+    journal.start("t")
+    out = journal.stream("t")
+    out.append(b"a" * 3_000)
+    store = journal._table.store
+    real = store.put_task
+    entered, gate = threading.Event(), threading.Event()
+
+    def held(row, *args, **kwargs):
+        if row.status == "completed":
+            entered.set()
+            assert gate.wait(10)
+        return real(row, *args, **kwargs)
+
+    store.put_task = held
+    ending = threading.Thread(target=journal.complete, args=("t", {"ok": 1}))
+    ending.start()
+    try:
+        assert entered.wait(10)
+        journal.checkpoint()  # the budget pass spills the task
+        assert out.spilled
+        out.append(b"late\n" * 10)
+    finally:
+        gate.set()
+        ending.join()
+        store.put_task = real
+    # Written and let go by complete() itself, not left for the next pass.
+    assert journal.stats()["tasks_in_memory"] == 0
+    journal.close()
+    view = reopen().get("t").streams["stdout"]
+    assert view.total == 3_050 and view.tail.endswith(b"late\n" * 10)

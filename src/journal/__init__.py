@@ -5,6 +5,7 @@ whether the compiled head+tail buffer is in use.
 """
 
 from journal.buffer import IMPLEMENTATION, HeadTailBuffer
+from journal._highlight_rules import HighlightRule
 from journal._highlights import Highlight, HighlightRules
 from journal.config import JournalConfig
 from journal.errors import (
@@ -40,6 +41,7 @@ __all__ = [
     "FollowChunk",
     "HeadTailBuffer",
     "Highlight",
+    "HighlightRule",
     "HighlightRules",
     "InvalidArgument",
     "InvalidTransition",

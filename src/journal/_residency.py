@@ -244,7 +244,9 @@ class DurableResidency(Residency):
                 written += len(items)
                 items, totals, batched = [], [], 0
             try:
-                if not unseal and self._changed_while_spilled(task):
+                # (A task that ended meanwhile is merged back instead: its
+                # final state is written whole, and then it leaves memory.)
+                if not unseal and not task.status.terminal and self._changed_while_spilled(task):
                     # Written as a new spill, so it stays spilled: merging
                     # every such stream back for the pass would bring them
                     # all back into memory at once, far past the budget.

@@ -10,17 +10,16 @@ each node was last known alive.
 
 Store round trips under a shard lock.  The registry's shard locks guard a
 task's in-memory state; a store call normally happens outside them, so that
-one slow commit does not hold up the shard's other tasks (``register``
-commits outside the lock for that reason).  Four places do call the store
-with a shard lock held, each because the store write and the in-memory
+one slow commit does not hold up the shard's other tasks.  A durable change
+(``_changes.py``) checks under the lock, commits without it (one change of a
+task in flight at a time) and applies under it.  Two places do call the
+store with a shard lock held, because the store write and the in-memory
 change must be one step for every other thread:
 
-* a state change (``TaskJournal._transition``, ``reattach``): durable first,
-  and no other change of the task may slip between its commit and its
-  in-memory move;
-* merging a spilled buffer back (``Residency.merge_back``) and a spill
-  (``DurableResidency.spill``): the lock is what keeps a read from seeing a
-  buffer half-spilled; a spill's write must land before a reader merges.
+* merging a spilled buffer back (``DurableResidency.merge_back``) and a
+  spill (``DurableResidency._spill``): the lock is what keeps a read from
+  seeing a buffer half-spilled; a spill's write must land before a reader
+  merges.
 """
 
 from __future__ import annotations
