@@ -8,6 +8,8 @@ import time
 import weakref
 from typing import Any
 
+from journal._heap import HeapTrim
+
 __all__ = ["Maintenance"]
 
 log = logging.getLogger("journal")
@@ -41,6 +43,7 @@ class Maintenance:
     def _run(self, journal_ref: Any, sweep_every: float, checkpoint_every: float) -> None:
         intervals = [every for every in (sweep_every, checkpoint_every) if every]
         tick = min(min(intervals), _LONGEST_TICK)
+        heap = HeapTrim()
         next_sweep = next_checkpoint = time.monotonic()
         while not self._stop.wait(tick):
             journal = journal_ref()
@@ -60,6 +63,10 @@ class Maintenance:
                 except Exception:  # noqa: BLE001 - the thread must outlive one bad pass
                     log.exception("journal %s failed; retrying in %.1f s", job, tick)
             del journal, jobs
+            try:
+                heap.maybe()  # what the passes and the streams freed goes back
+            except Exception:  # noqa: BLE001 - never worth the thread
+                log.exception("returning freed heap memory failed")
 
     @property
     def thread(self) -> threading.Thread:
