@@ -173,6 +173,12 @@ class Changes:
                     "use a new id for a new task"
                 )
             shard.entries[task_id] = task
+            # Until the store has it, no other change of this id may begin:
+            # a finished task the registry let go of has the same id, and a
+            # start() or complete() that found the claim would overwrite its
+            # row.  They wait for the registration, then look again.
+            task.registering = True
+            self._moving[task_id] = _Gate()
         task.owner = self._ownership.replica
         return task, row
 
@@ -181,12 +187,22 @@ class Changes:
         with shard.lock:
             if shard.entries.get(task.task_id) is task:
                 del shard.entries[task.task_id]
+            self._end_registration(task)
             waiters, task.async_waiters = task.async_waiters, []
         # A wait() that found the task while it was being committed looks
         # again, and hears that there is no such task.
         wake(task, waiters)
 
+    def _end_registration(self, task: Task) -> None:
+        """Under the shard lock."""
+        task.registering = False
+        gate = self._moving.pop(task.task_id, None)
+        if gate is not None:
+            gate.open()
+
     def _registered(self, task: Task) -> TaskRecord:
+        with self._table.shard(task.task_id).lock:
+            self._end_registration(task)
         self._table.nodes.renew(task.node_id, task.created_at)
         # A new task has no streams and nothing to decode but its meta.
         meta = None if task.meta_json is None else decode_result(task.meta_json)
@@ -280,6 +296,9 @@ class Changes:
                         f"task {task_id!r} already ended ({task.status.name}); "
                         "a node cannot re-attach to it: read its result instead"
                     )
+                if shard.entries.get(task_id) is not task:
+                    # A registration of this id that the store refused.
+                    raise InvalidTransition(f"task {task_id!r} is no longer held by this journal")
             else:
                 check_transition(task_id, task.status, target)
                 if shard.entries.get(task_id) is not task:
@@ -291,6 +310,9 @@ class Changes:
             if target is not None and target.terminal:
                 changes["finished_at"] = now
                 self._residency.merge_back(task)
+                # Not spilled again until applied: the record apply returns
+                # must not need a store read after the commit.
+                task.ending = True
                 # A terminal row goes with its streams' final state in one
                 # commit.  Totals first: they must not exceed the snapshots.
                 totals = {name: buf.total for name, buf in task.streams.items()}
@@ -328,6 +350,7 @@ class Changes:
     def _undo(self, move: _Move, error: BaseException) -> None:
         task = move.task
         with self._table.shard(task.task_id).lock:
+            task.ending = False
             if isinstance(error, OwnedElsewhere):
                 self._table.drop_locked(task)
             del self._moving[task.task_id]

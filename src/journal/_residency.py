@@ -137,10 +137,12 @@ class Residency:
                 held = len(buf)
                 if not held:
                     continue
-                task.streams[name] = released_buffer(make, buf.total)
+                # Marked first: a record taken in between holds the bytes,
+                # and a mark counts only on a view that holds none.
                 if task.released is None:
                     task.released = {}
                 task.released[name] = held
+                task.streams[name] = released_buffer(make, buf.total)
                 freed += held
         if freed:
             with self._finished_lock:
@@ -162,8 +164,9 @@ class Residency:
                 views = {name: StreamView(name, *buf.view()) for name, buf in task.streams.items()}
         if task.released:
             for name, released in list(task.released.items()):
-                if name in views:
-                    views[name] = views[name]._replace(released=released)
+                view = views.get(name)
+                if view is not None and not view.held:
+                    views[name] = view._replace(released=released)
         return record_from_row(
             task.row(), views, detached=task.detached_until is not None, owner=task.owner
         )
@@ -342,7 +345,7 @@ class DurableResidency(Residency):
         freed.  If the store does not take it, for any reason, the buffers
         are merged back at once: nothing a spill holds is ever lost."""
         with self._table.shard(task.task_id).lock:
-            if task.status.terminal or not self._table.holds(task):
+            if task.status.terminal or task.ending or not self._table.holds(task):
                 return 0
             # A spilled stream that took appends since is merged with its
             # stored part first, and spilled again as a whole.

@@ -38,6 +38,7 @@ from journal.errors import (
     InvalidArgument,
     JournalClosed,
     ResultExpired,
+    StoreError,
     UnknownTask,
 )
 from journal.registry import Shard, ShardedRegistry
@@ -145,12 +146,18 @@ class TaskTable:
         if self.forked:
             raise self.closed_error()
         task = self.held(task_id)
-        if task is not None:
+        if task is not None and not task.registering:
             return task
+        claimed = task
         self.check_open()
         if not isinstance(task_id, str):
             raise InvalidArgument(f"task id must be a str, got {type(task_id).__name__}")
-        stored = self.store.get(task_id)
+        try:
+            stored = self.store.get(task_id)
+        except StoreError:
+            if self.closed:  # closed while this read went to the store
+                raise self.closed_error() from None
+            raise
         if stored is not None:
             # Not held here (finished and let go, or held by another
             # replica): a snapshot of it as the store has it.  Nobody gets
@@ -161,6 +168,8 @@ class TaskTable:
                 for buf in task.streams.values():
                     buf.seal()
             return task
+        if claimed is not None:
+            return claimed  # a new registration being committed
         if self.store.tombstoned(task_id):
             raise ResultExpired(
                 f"task {task_id!r} finished and its result expired after "

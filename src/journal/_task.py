@@ -25,7 +25,7 @@ class Task:
         "task_id", "node_id", "status", "meta_json", "result", "error",
         "created_at", "updated_at", "finished_at", "deadline", "detached_until",
         "streams", "done", "async_waiters", "seen_total", "checkpointed",
-        "idle_passes", "owner", "released",
+        "idle_passes", "owner", "released", "registering", "ending",
     )
 
     def __init__(self, row: TaskRow) -> None:
@@ -57,6 +57,11 @@ class Task:
         #: memory:// under a budget: stream name -> bytes of output released
         #: after the task finished (None until one is).
         self.released: Optional[dict[str, int]] = None
+        #: Claimed by register() and not yet committed: reads look in the
+        #: store first (the id may be a finished task's), changes wait.
+        self.registering = False
+        #: Its terminal change is being committed: not to be spilled.
+        self.ending = False
 
     def row(self, **changes: Any) -> TaskRow:
         row = TaskRow(

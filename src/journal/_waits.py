@@ -55,6 +55,10 @@ class Waits:
                 time.sleep(deadline.poll_step(_LOOK_AGAIN))
             elif not done.wait(deadline.left()):
                 raise timeout_error(task, seconds)
+            if task.status.terminal:
+                # Its end woke us: the record is here, even if the task has
+                # left memory since (or close() came right after).
+                return final_record(self._residency.record(task))
             if deadline.left() == 0.0 and not task.status.terminal:
                 raise timeout_error(task, seconds)
 
@@ -93,6 +97,8 @@ class Waits:
                     raise timeout_error(task, seconds) from None
                 finally:
                     self.remove_async_waiter(task, loop, done)
+                if task.status.terminal:
+                    return final_record(self._residency.record(task))
             elif not task.status.terminal:  # not held here (any more)
                 await asyncio.sleep(deadline.poll_step(_LOOK_AGAIN))
             if deadline.left() == 0.0 and not task.status.terminal:

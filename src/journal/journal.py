@@ -351,7 +351,9 @@ class TaskJournal(AsyncCalls):
                 lost = buf.dropped
                 resident += len(buf)
                 held += total - lost
-                dropped += lost
+                # What memory:// released is not part of the dropped middle.
+                released = task.released.get(name, 0) if task.released and not len(buf) else 0
+                dropped += lost - released
                 written += total
                 appends += buf.appends
                 checkpointed += min(task.checkpointed.get(name, 0), total)

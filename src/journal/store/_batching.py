@@ -23,7 +23,9 @@ event loop must not wait for a commit.  A committer thread of the batcher's
 own leads when no thread does.  Once a batch is done, and after the
 leadership is given up (so that a finishing step may take locks, or write
 again, without holding up the next batch), each async job's ``finish`` runs
-on the thread that led, and the futures of each event loop are settled by
+on the committer thread (a batch a caller's thread led hands them over:
+that caller may hold a lock a finish needs), and the futures of each event
+loop are settled by
 one ``call_soon_threadsafe``: one wake-up per batch per loop, whatever the
 number of coroutines in it.
 """
@@ -58,7 +60,7 @@ class Job:
 class AsyncJob(Job):
     """A coroutine's part of a batch: no lock to wait on, a future instead.
 
-    ``finish(job)`` runs on the thread that led the batch, once the outcome
+    ``finish(job)`` runs on the committer thread, once the outcome
     is set, whether or not anyone still awaits the future: what it returns
     (or raises) settles the future.  A cancelled await therefore neither
     stops nor repeats the job."""
@@ -99,6 +101,10 @@ class Batcher:
         self._bell = threading.Event()
         self._starting = threading.Lock()
         self._stopping = False
+        #: Async jobs finished by a batch a caller's thread led, for the
+        #: committer to finish: that thread may hold a lock (a spill holds
+        #: its task's shard lock while it writes) that a finish must take.
+        self._handoff: queue.SimpleQueue[list[AsyncJob]] = queue.SimpleQueue()
 
     def _submit(self, payload: Any) -> Job:
         """Queue ``payload``, lead while nobody else does, and return its
@@ -136,14 +142,19 @@ class Batcher:
         while not self._stopping:
             # Queued jobs that another leader holds: look again shortly, in
             # case that leader is interrupted; an empty queue waits for the bell.
-            bell.wait(None if self._queue.empty() else TAKEOVER)
+            bell.wait(None if self._queue.empty() and self._handoff.empty() else TAKEOVER)
             bell.clear()
             if self._stopping:
                 return
             try:
+                self._deliver_handed_off()
                 self._lead_if_free()
             except BaseException:  # noqa: BLE001 - its callers were told; go on
                 pass
+
+    def _deliver_handed_off(self) -> None:
+        while not self._handoff.empty():
+            self._deliver(self._handoff.get_nowait())
 
     def _stop_committer(self) -> None:
         """Let the committer thread end (its store is closing)."""
@@ -152,6 +163,9 @@ class Batcher:
         committer = self._committer
         if committer is not None and committer is not threading.current_thread():
             committer.join(timeout=5.0)
+        # Whatever was handed to it and not finished yet: here, so that no
+        # awaiting coroutine is left without its outcome.
+        self._deliver_handed_off()
 
     def _lead_if_free(self) -> None:
         while self._leader.acquire(blocking=False):
@@ -161,7 +175,11 @@ class Batcher:
             finally:
                 self._leader.release()
                 if finished:
-                    self._deliver(finished)
+                    if threading.current_thread() is self._committer or self._stopping:
+                        self._deliver(finished)
+                    else:
+                        self._handoff.put(finished)
+                        self._bell.set()
             # A job queued after our last look, whose owner found us still
             # leading, would wait for its next look: look again now.
             if self._queue.empty():
