@@ -11,6 +11,7 @@ step, so the follower's polls cannot miss a phase by luck of timing.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -52,8 +53,16 @@ def _hub(tmp_path, script: str) -> tuple[str, subprocess.Popen]:
 
 
 def _follow(url: str, *args: str) -> subprocess.Popen:
+    # SIGINT as a terminal sends it: a suite run in the background of a
+    # non-interactive shell (as CI's second core runs it) inherits SIGINT
+    # ignored, and Python then leaves it ignored.
     return subprocess.Popen([sys.executable, "-m", "journal", "tail", "-f", "live", "--store",
-                             url, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             url, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _go(tmp_path, hub, n: int) -> None:

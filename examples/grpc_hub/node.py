@@ -246,6 +246,10 @@ def _read(path: str, offset: int, size: int) -> bytes:
         return spool.read(size)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hub", default="127.0.0.1:50051")
@@ -253,6 +257,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     level = logging.INFO if os.environ.get("HUB_EXAMPLE_DEBUG") else logging.WARNING
     logging.basicConfig(level=level, format="node: %(message)s", stream=sys.stderr)
+    # Until the loop takes the signals over, SIGTERM ends the node as Ctrl-C
+    # does (the spool is removed below), not by the default kill.
+    signal.signal(signal.SIGTERM, _interrupt)
     spool = make_spool()
     print(f"node {args.node_id}: connecting to {args.hub}, spooling in {spool}", flush=True)
 

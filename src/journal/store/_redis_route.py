@@ -303,10 +303,17 @@ class _Detecting(Route):
         try:
             info = self.client.info("cluster")
         except redis_errors.ResponseError as exc:
-            # Connecting selects the URL's database, which a cluster refuses.
-            if "SELECT is not allowed in cluster mode" not in str(exc):
+            # Connecting selects the URL's database, which a cluster refuses:
+            # Redis says so, Valkey says only that the index is out of range
+            # (as a single server with fewer databases would), so ask again
+            # on database 0.
+            text = str(exc)
+            if "SELECT is not allowed in cluster mode" in text:
+                info = {"cluster_enabled": 1}
+            elif "DB index is out of range" in text and self._cluster_on_database_0():
+                info = {"cluster_enabled": 1}
+            else:
                 raise
-            info = {"cluster_enabled": 1}
         if not int(info.get("cluster_enabled", 0)):
             return Route(self.client, self.settings)
         self.client.close()
@@ -316,6 +323,19 @@ class _Detecting(Route):
                 f"only; the store URL names database {self.settings.db}"
             )
         return _cluster(self.settings, self._options)
+
+    def _cluster_on_database_0(self) -> bool:
+        import redis
+
+        kwargs = dict(self.client.connection_pool.connection_kwargs)
+        kwargs["db"] = 0
+        probe = redis.Redis(**kwargs)
+        try:
+            return bool(int(probe.info("cluster").get("cluster_enabled", 0)))
+        except redis_errors.RedisError:
+            return False
+        finally:
+            probe.close()
 
 
 def _cluster(settings: RedisSettings, options: dict[str, Any]) -> ClusterRoute:
