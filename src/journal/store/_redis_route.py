@@ -325,17 +325,19 @@ class _Detecting(Route):
         return _cluster(self.settings, self._options)
 
     def _cluster_on_database_0(self) -> bool:
-        import redis
-
-        kwargs = dict(self.client.connection_pool.connection_kwargs)
-        kwargs["db"] = 0
-        probe = redis.Redis(**kwargs)
+        # One bare connection with the pool's own settings, on database 0
+        # (the client class takes fewer keywords than its connections do).
+        pool = self.client.connection_pool
+        probe = pool.connection_class(**{**pool.connection_kwargs, "db": 0})
         try:
-            return bool(int(probe.info("cluster").get("cluster_enabled", 0)))
+            probe.send_command("INFO", "cluster")
+            reply = probe.read_response()
         except redis_errors.RedisError:
             return False
         finally:
-            probe.close()
+            probe.disconnect()
+        text = reply.decode() if isinstance(reply, bytes) else str(reply)
+        return "cluster_enabled:1" in text
 
 
 def _cluster(settings: RedisSettings, options: dict[str, Any]) -> ClusterRoute:
