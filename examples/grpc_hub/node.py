@@ -260,8 +260,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     # Until the loop takes the signals over, SIGTERM ends the node as Ctrl-C
     # does (the spool is removed below), not by the default kill.
     signal.signal(signal.SIGTERM, _interrupt)
-    spool = make_spool()
-    print(f"node {args.node_id}: connecting to {args.hub}, spooling in {spool}", flush=True)
+    spool = ""
+    try:
+        spool = make_spool()
+        print(f"node {args.node_id}: connecting to {args.hub}, spooling in {spool}", flush=True)
+    except KeyboardInterrupt:  # a SIGTERM this early: nothing ran yet
+        if spool:
+            shutil.rmtree(spool, ignore_errors=True)
+        return
 
     async def run() -> None:  # the agent's Event belongs to this loop
         agent = NodeAgent(args.hub, args.node_id, spool)
