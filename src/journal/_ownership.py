@@ -122,8 +122,10 @@ class LocalOwnership:
 class SharedOwnership(LocalOwnership):
     """One owner replica per task, on a store several replicas share."""
 
-    #: A read always gets this long, so ``wait(t, 0)`` can still read t.
-    READ_FLOOR = 0.1
+    #: A read always gets this long, so ``wait(t, 0)`` can still read t: a
+    #: finished task is in the store, not in memory, and one round trip on a
+    #: loaded machine (a cluster's first read, say) took more than 0.1 s.
+    READ_FLOOR = 1.0
 
     def __init__(self, table: TaskTable, store: SharedStore) -> None:
         super().__init__(table)
