@@ -295,15 +295,18 @@ def scan_path(request, both_buffer_classes):
     module._scan_path("best")
 
 
-# Patterns that stress the candidate filter: one-byte patterns, '*' (which
-# folds like '\n' in the SSE2 and table filters), more patterns than Teddy
-# has buckets, and pairs split across 16- and 32-byte blocks.
+# Patterns that stress the candidate filter: one- and two-byte patterns
+# (shorter than Teddy's three bytes, so their bucket takes any byte past
+# their end), '*' (which folds like '\n' in the SSE2 and table filters),
+# more patterns than Teddy has buckets, and runs split across 16- and
+# 32-byte blocks.
 FILTER_PATTERN_SETS = [
-    ("e",), ("*",), ("a*b", "x"),
+    ("e",), ("*",), ("a*b", "x"), ("ab", "**", "q"), ("zq", "error"),
     tuple(f"p{n}q" for n in range(12)),
     ("error", "fatal", "exception", "traceback", "failed", "panic"),
 ]
-FILTER_FRAGMENTS = FRAGMENTS + [b"*", b"\n*\n", b"p3q", b"P11Q", b"a*B", b"x" * 33, b"-" * 31]
+FILTER_FRAGMENTS = FRAGMENTS + [b"*", b"\n*\n", b"p3q", b"P11Q", b"a*B", b"x" * 33, b"-" * 31,
+                                b"aB", b"Zq", b"q", b"ERRor"]
 
 
 # The path stays set for all of a test's examples, so sharing it is sound.

@@ -48,13 +48,14 @@ cdef extern from "_scan.h":
     ctypedef struct tj_filter:
         pass
     void tj_filter_init(tj_filter *f) nogil
-    void tj_filter_set(tj_filter *f, int k, unsigned char a, unsigned char b, int single,
+    void tj_filter_set(tj_filter *f, int k, const unsigned char *bytes, int length,
                        int bucket) nogil
     unsigned int tj_candidates_at(const tj_filter *f, const unsigned char *data,
                                   Py_ssize_t i, Py_ssize_t size) nogil
     Py_ssize_t tj_next_candidate(const tj_filter *f, const unsigned char *data,
                                  Py_ssize_t start, Py_ssize_t size, Py_ssize_t *newlines) nogil
     Py_ssize_t tj_last_newline(const unsigned char *data, Py_ssize_t size) nogil
+    void tj_prefetch(const unsigned char *data, Py_ssize_t size) nogil
     int tj_use_path(int path) nogil
 
 
@@ -98,22 +99,30 @@ cdef double _frequency(int byte):
     return _LETTER_FREQUENCY.get(_FOLD[byte], 1.0 if byte < 128 else 0.5)
 
 
-cdef Py_ssize_t _rarest_pair(bytes pattern):
-    cdef Py_ssize_t best = 0, at
+cdef int _TEDDY_BYTES = 3  # _scan.h: TJ_TEDDY_BYTES
+
+
+cdef Py_ssize_t _rarest_run(bytes pattern):
+    """Where in ``pattern`` the filter looks: the start of the run of
+    _TEDDY_BYTES bytes (fewer in a shorter pattern) that logs have least
+    often, judged by its first pair and then by the whole run."""
+    cdef Py_ssize_t best = 0, at, width = min(_TEDDY_BYTES, len(pattern))
     cdef double score, best_score = -1.0
-    for at in range(len(pattern) - 1):
+    for at in range(len(pattern) - width + 1):
         score = _frequency(pattern[at]) * _frequency(pattern[at + 1])
         if pattern[at:at + 2] in _COMMON_PAIRS:
             score *= 10.0
+        if width > 2:
+            score *= _frequency(pattern[at + 2]) / 10.0
         if best_score < 0 or score < best_score:
             best, best_score = at, score
     return best
 
 
 cdef list _accepted(list bytes_at):
-    """The bytes a Teddy bucket lets through at one pair position, when its
-    patterns have ``bytes_at`` there (both cases): every mix of their low
-    and high nibbles."""
+    """The bytes a Teddy bucket lets through at one of its positions, when
+    its patterns have ``bytes_at`` there (both cases): every mix of their
+    low and high nibbles."""
     variants = set()
     for byte in bytes_at:
         variants |= {byte, byte - 32} if 97 <= byte <= 122 else {byte, byte & ~0x20}
@@ -122,30 +131,33 @@ cdef list _accepted(list bytes_at):
     return [x for x in range(256) if x & 15 in low and x >> 4 in high]
 
 
-cdef list _buckets(list pairs):
-    """A Teddy bucket (0 to 7) for each (first, second or None) pair, so that
-    the buckets let through as few log bytes as can be: each pair goes where
-    it adds least to the chance that a bucket passes a position at random,
-    bytes weighted by how often logs have them.  Putting pattern k in bucket
-    k % 8 made 30 patterns pass about one position in six."""
+cdef list _buckets(list runs):
+    """A Teddy bucket (0 to 7) for each run of folded bytes (1 to
+    _TEDDY_BYTES of them), so that the buckets let through as few log bytes
+    as can be: each run goes where it adds least to the chance that a bucket
+    passes a position at random, bytes weighted by how often logs have them.
+    Putting pattern k in bucket k % 8 made 30 patterns pass about one
+    position in six."""
     cdef list weight = [(_frequency(x) if x >= 32 or x in (9, 10) else 0.01) for x in range(256)]
     cdef double total = sum(weight)
 
     def chance(members):
         if not members:
             return 0.0
-        first = sum(weight[x] for x in _accepted([a for a, _ in members])) / total
-        seconds = [b for _, b in members if b is not None]
-        if len(seconds) < len(members):
-            return first  # a one-byte pattern: any second byte
-        return first * sum(weight[x] for x in _accepted(seconds)) / total
+        result = 1.0
+        for j in range(_TEDDY_BYTES):
+            at_j = [run[j] for run in members if j < len(run)]
+            if len(at_j) < len(members):
+                break  # a shorter run: its bucket takes any byte from here on
+            result *= sum(weight[x] for x in _accepted(at_j)) / total
+        return result
 
     groups = [[] for _ in range(8)]
     chosen = []
-    for pair in pairs:
-        costs = [chance(group + [pair]) - chance(group) for group in groups]
+    for run in runs:
+        costs = [chance(group + [run]) - chance(group) for group in groups]
         best = costs.index(min(costs))
-        groups[best].append(pair)
+        groups[best].append(run)
         chosen.append(best)
     return chosen
 
@@ -187,18 +199,16 @@ cdef class _Filter:
             self.pattern[k] = <const unsigned char *>PyBytes_AS_STRING(pattern)
             self.length[k] = len(pattern)
             self.window_size = max(self.window_size, len(pattern) - 1)
-            self.offset[k] = 0 if len(pattern) == 1 else _rarest_pair(pattern)
+            self.offset[k] = _rarest_run(pattern)
             self.max_offset = max(self.max_offset, self.offset[k])
-        pairs = [(p[self.offset[k]] | 0x20, p[self.offset[k] + 1] | 0x20 if len(p) > 1 else None)
-                 for k, p in enumerate(self.patterns)]
-        buckets = _buckets(pairs)
+        runs = [bytes(byte | 0x20 for byte in p[self.offset[k]:self.offset[k] + _TEDDY_BYTES])
+                for k, p in enumerate(self.patterns)]
+        buckets = _buckets(runs)
         for k in range(self.count):
             pattern = self.patterns[k]
-            if len(pattern) == 1:
-                tj_filter_set(&self.table, k, pattern[0], 0, 1, buckets[k])
-            else:
-                tj_filter_set(&self.table, k, pattern[self.offset[k]],
-                              pattern[self.offset[k] + 1], 0, buckets[k])
+            tj_filter_set(&self.table, k,
+                          <const unsigned char *>PyBytes_AS_STRING(pattern) + self.offset[k],
+                          min(_TEDDY_BYTES, len(pattern) - self.offset[k]), buckets[k])
         cdef int r, u
         cdef bytes text
         self._texts = []
@@ -225,6 +235,7 @@ cdef class _Filter:
         cdef Py_ssize_t start = 0, end = -1, length, low
         cdef const unsigned char *pattern
         cdef int r, u, anchor
+        cdef unsigned int present
         cdef bint found = False, vetoed, word
         while start < size and (text[start] == 32 or text[start] == 9):
             start += 1
@@ -234,7 +245,13 @@ cdef class _Filter:
                                or text[end - 1] == 9):
                 end -= 1
         before[0] = after[0] = 0
+        # A row can only match where its pattern occurs: which ones do is one
+        # pass of the filter, where trying each of thirty rows on the line
+        # was thirty passes.
+        present = self.present(text, size)
         for r in range(self.rows):
+            if not present & (1u << self.row_pattern[r]):
+                continue
             pattern = self.pattern[self.row_pattern[r]]
             length = self.length[self.row_pattern[r]]
             anchor = self.row_anchor[r]
@@ -271,6 +288,24 @@ cdef class _Filter:
             if self.row_after[r] > after[0]:
                 after[0] = self.row_after[r]
         return found
+
+    cdef unsigned int present(self, const unsigned char *data, Py_ssize_t size) noexcept:
+        """Bit k: pattern k occurs (ASCII case-insensitively) in data[0:size]."""
+        cdef Py_ssize_t i = 0, at, newlines = 0
+        cdef unsigned int mask, found = 0
+        cdef int k
+        while True:
+            i = tj_next_candidate(&self.table, data, i, size, &newlines)
+            if i < 0:
+                return found
+            mask = tj_candidates_at(&self.table, data, i, size) & ~found
+            for k in range(self.count):
+                if mask & (1u << k):
+                    at = i - self.offset[k]
+                    if (at >= 0 and at + self.length[k] <= size
+                            and _equal_folded(data + at, self.pattern[k], self.length[k])):
+                        found |= 1u << k
+            i += 1
 
     cdef Py_ssize_t find(self, const unsigned char *data, Py_ssize_t start,
                          Py_ssize_t size, Py_ssize_t *newlines) noexcept:
@@ -975,6 +1010,8 @@ cdef class HeadTailBuffer:
             first = self._ring_alloc - self._ring_start
             if first > from_ring:
                 first = from_ring
+            tj_prefetch(self._ring + self._ring_start, first)
+            tj_prefetch(self._ring, from_ring - first)
             scanner.feed(self._ring + self._ring_start, first, True)
             if from_ring > first:
                 scanner.feed(self._ring, from_ring - first, True)

@@ -76,6 +76,14 @@ static int tj_use_path(int path) {
 
 #define TJ_MAX_PATTERNS 32
 
+/* Teddy looks at three bytes from a pattern's chosen position, which makes
+ * a position pass by chance far less often than with two: with 30 patterns
+ * in 8 buckets every bucket accepts mixes of its patterns' nibbles, and two
+ * bytes let common log pairs through (".c" of gcc's file names, from ".g"
+ * and "(c" sharing a bucket: 14 false candidates a kilobyte, each a
+ * mispredicted branch). */
+#define TJ_TEDDY_BYTES 3
+
 typedef struct {
     int count;                         /* patterns */
     unsigned char first[TJ_MAX_PATTERNS][16];   /* folded pair bytes, broadcast */
@@ -84,41 +92,56 @@ typedef struct {
     uint32_t first_mask[256];          /* bit k: (byte | 0x20) == first of k */
     uint32_t second_mask[256];         /* bit k: (byte | 0x20) == second of k, or k single */
     uint32_t single_bits;              /* bit k: pattern k has one byte */
-    /* Teddy: for each byte of the pair, the buckets (bit k % 8) whose pattern
-     * may have a byte with this low (lo) and high (hi) nibble there. */
-    unsigned char lo[2][16];
-    unsigned char hi[2][16];
+    /* Teddy: for each of the three bytes, the buckets (bit k % 8) whose
+     * pattern may have a byte with this low (lo) and high (hi) nibble there;
+     * each table twice over, as the 32-byte lanes of AVX2 want it. */
+    unsigned char lo[TJ_TEDDY_BYTES][32];
+    unsigned char hi[TJ_TEDDY_BYTES][32];
 } tj_filter;
 
 static void tj_filter_init(tj_filter *f) {
     memset(f, 0, sizeof(*f));
 }
 
-/* ``folded`` (already | 0x20) in either case, at pair byte ``j``. */
+static void tj_teddy_nibbles(tj_filter *f, int j, unsigned char byte, unsigned char bucket) {
+    f->lo[j][byte & 0x0f] |= bucket;
+    f->lo[j][16 + (byte & 0x0f)] |= bucket;
+    f->hi[j][byte >> 4] |= bucket;
+    f->hi[j][16 + (byte >> 4)] |= bucket;
+}
+
+/* ``folded`` (already | 0x20) in either case, at Teddy byte ``j``. */
 static void tj_teddy_add(tj_filter *f, int j, unsigned char folded, unsigned char bucket) {
-    unsigned char variants[2];
-    int n = 1, v;
-    variants[0] = folded;
+    tj_teddy_nibbles(f, j, folded, bucket);
     if (folded >= 'a' && folded <= 'z') {
-        variants[n++] = (unsigned char)(folded - 32);
+        tj_teddy_nibbles(f, j, (unsigned char)(folded - 32), bucket);
     } else {
-        variants[n++] = (unsigned char)(folded & ~0x20);  /* what | 0x20 also folds */
-    }
-    for (v = 0; v < n; v++) {
-        f->lo[j][variants[v] & 0x0f] |= bucket;
-        f->hi[j][variants[v] >> 4] |= bucket;
+        tj_teddy_nibbles(f, j, (unsigned char)(folded & ~0x20), bucket);  /* what | 0x20 also folds */
     }
 }
 
-/* Pattern k is looked for by the pair (a, b) (b ignored when single), in
- * Teddy bucket ``bucket`` (0 to 7; the caller groups patterns whose pairs
- * share nibbles, since a bucket accepts every mix of its patterns' nibbles). */
-static void tj_filter_set(tj_filter *f, int k, unsigned char a, unsigned char b, int single,
+/* A pattern shorter than three bytes lets its bucket take any byte past its
+ * end (only its bucket: the others keep their filter). */
+static void tj_teddy_any(tj_filter *f, int j, unsigned char bucket) {
+    int n;
+    for (n = 0; n < 32; n++) {
+        f->lo[j][n] |= bucket;
+        f->hi[j][n] |= bucket;
+    }
+}
+
+/* Pattern k is looked for from its position ``at``, where it has ``length``
+ * bytes (1 to 3 are used): the exact tables take the pair bytes[0:2] (one
+ * byte when ``length`` is 1), Teddy all three, in bucket ``bucket`` (0 to 7;
+ * the caller groups patterns whose bytes share nibbles, since a bucket
+ * accepts every mix of its patterns' nibbles). */
+static void tj_filter_set(tj_filter *f, int k, const unsigned char *bytes, int length,
                           int bucket) {
-    int byte;
+    int byte, j;
     uint32_t bit = (uint32_t)1 << k;
-    a |= 0x20;
-    b |= 0x20;
+    unsigned char a = bytes[0] | 0x20, b = length > 1 ? (bytes[1] | 0x20) : 0;
+    unsigned char bucket_bit = (unsigned char)(1u << bucket);
+    int single = length == 1;
     memset(f->first[k], a, 16);
     memset(f->second[k], b, 16);
     f->single[k] = single;
@@ -136,12 +159,12 @@ static void tj_filter_set(tj_filter *f, int k, unsigned char a, unsigned char b,
     if (k + 1 > f->count) {
         f->count = k + 1;
     }
-    tj_teddy_add(f, 0, a, (unsigned char)(1u << bucket));
-    if (single) {
-        memset(f->lo[1], 0xff, 16);  /* any second byte */
-        memset(f->hi[1], 0xff, 16);
-    } else {
-        tj_teddy_add(f, 1, b, (unsigned char)(1u << bucket));
+    for (j = 0; j < TJ_TEDDY_BYTES; j++) {
+        if (j < length) {
+            tj_teddy_add(f, j, (unsigned char)(bytes[j] | 0x20), bucket_bit);
+        } else {
+            tj_teddy_any(f, j, bucket_bit);
+        }
     }
 }
 
@@ -193,33 +216,38 @@ static inline int tj_lowest_bit(unsigned int bits) {
 #endif
 }
 
-/* A driver scans pair starts in [i, size - 1) block by block: a block at j
- * answers for starts j .. j + WIDTH - 1 and reads data[j : j + WIDTH + 1].
- * The last, partial stretch is one more full block ending at the last pair,
+/* A driver scans starts in [i, size - REACH) block by block: a block at j
+ * answers for starts j .. j + WIDTH - 1 and reads data[j : j + WIDTH +
+ * REACH] (REACH is 1 for the pair compares of SSE2, 2 for Teddy's three
+ * bytes).  The last, partial stretch is one more full block ending there,
  * overlapping what was already scanned (its lower bits are shifted out), so
- * nothing past ``size`` is read.  The last byte can only start a one-byte
- * pattern: the tables answer that.
+ * nothing past ``size`` is read.  The last REACH starts are left to the
+ * exact tables, which look at pairs and single bytes only.
  *
- * BLOCK returns the candidate bits and sets its last argument to the block's
- * newline bytes as a vector of 0xFF lanes.  Teddy's buckets are shared by
- * several patterns, so many of its bits are false: they are checked against
- * the exact tables here, inside the block, since leaving the loop for each
- * one would restart the scan a byte later (with 30 patterns, most of the
- * time went there).  Subtracting those from a lane
- * counter costs one instruction a block; the lanes are added up (SUM) only
- * when the driver stops, or before a lane could pass 255. */
+ * PREPARE loads the filter's tables into TABLES once a call, so a block is
+ * only its loads, lookups and compares.  BLOCK returns the candidate bits
+ * and sets its last argument to the block's newline bytes as a vector of
+ * 0xFF lanes.  Teddy's buckets are shared by several patterns, so some of
+ * its bits are false: they are checked against the exact tables here,
+ * inside the block, since leaving the loop for each one would restart the
+ * scan a byte later.  Subtracting the newline lanes from a lane counter
+ * costs one instruction a block; the lanes are added up (SUM) only when the
+ * driver stops, or before a lane could pass 255. */
 #define TJ_LOW_BITS(n) ((n) >= 32 ? 0xffffffffu : ((1u << (n)) - 1u))
-#define TJ_DRIVER(ATTRIBUTE, NAME, WIDTH, VEC, BLOCK, ZERO, SUB, SUM, MASK, SMALLER)  \
+#define TJ_DRIVER(ATTRIBUTE, NAME, WIDTH, REACH, VEC, TABLES, PREPARE, BLOCK, ZERO, SUB, SUM, \
+                  MASK, SMALLER)                                                     \
     ATTRIBUTE static ptrdiff_t NAME(const tj_filter *f, const unsigned char *data,     \
                                     ptrdiff_t i, ptrdiff_t size, ptrdiff_t *newlines) { \
         unsigned int bits;                                                           \
         int at, blocks = 0;                                                          \
         VEC nl, lanes = ZERO;                                                        \
-        if (size < (WIDTH) + 1) {                                                    \
+        TABLES tables;                                                               \
+        if (size < (WIDTH) + (REACH)) {                                              \
             return SMALLER(f, data, i, size, newlines);                              \
         }                                                                            \
-        for (; i + (WIDTH) + 1 <= size; i += (WIDTH)) {                              \
-            bits = BLOCK(f, data + i, &nl);                                          \
+        PREPARE(f, &tables);                                                         \
+        for (; i + (WIDTH) + (REACH) <= size; i += (WIDTH)) {                        \
+            bits = BLOCK(&tables, data + i, &nl);                                    \
             for (; bits; bits &= bits - 1) {                                         \
                 at = tj_lowest_bit(bits);                                            \
                 if (!tj_candidates_at(f, data, i + at, size)) {                      \
@@ -236,10 +264,10 @@ static inline int tj_lowest_bit(unsigned int bits) {
             }                                                                        \
         }                                                                            \
         *newlines += SUM(lanes);                                                     \
-        if (i < size - 1) {                                                          \
-            ptrdiff_t last = size - 1 - (WIDTH);                                     \
+        if (i < size - (REACH)) {                                                    \
+            ptrdiff_t last = size - (REACH) - (WIDTH);                               \
             unsigned int nl_bits;                                                    \
-            bits = BLOCK(f, data + last, &nl) >> (i - last);                         \
+            bits = BLOCK(&tables, data + last, &nl) >> (i - last);                   \
             nl_bits = MASK(nl) >> (i - last);                                        \
             for (; bits; bits &= bits - 1) {                                         \
                 at = tj_lowest_bit(bits);                                            \
@@ -250,7 +278,7 @@ static inline int tj_lowest_bit(unsigned int bits) {
                 return i + at;                                                       \
             }                                                                        \
             *newlines += tj_popcount(nl_bits);                                       \
-            i = size - 1;                                                            \
+            i = size - (REACH);                                                      \
         }                                                                            \
         return tj_next_by_tables(f, data, i, size, newlines);                        \
     }
@@ -264,11 +292,19 @@ static inline ptrdiff_t tj_sum128(__m128i lanes) {
 static inline unsigned int tj_mask128(__m128i lanes) {
     return (unsigned int)_mm_movemask_epi8(lanes);
 }
-#endif
 
-#if TJ_SSE2
-static inline unsigned int tj_block_sse2(const tj_filter *f, const unsigned char *p,
+/* SSE2 compares each pattern's pair itself: its tables are the filter's. */
+typedef struct {
+    const tj_filter *f;
+} tj_sse2_tables;
+
+static inline void tj_prepare_sse2(const tj_filter *f, tj_sse2_tables *t) {
+    t->f = f;
+}
+
+static inline unsigned int tj_block_sse2(const tj_sse2_tables *t, const unsigned char *p,
                                          __m128i *nl) {
+    const tj_filter *f = t->f;
     const __m128i fold = _mm_set1_epi8(0x20);
     __m128i raw = _mm_loadu_si128((const __m128i *)p);
     __m128i lo = _mm_or_si128(raw, fold);
@@ -286,32 +322,46 @@ static inline unsigned int tj_block_sse2(const tj_filter *f, const unsigned char
     return (unsigned int)_mm_movemask_epi8(hit);
 }
 
-TJ_DRIVER(, tj_next_sse2, 16, __m128i, tj_block_sse2, _mm_setzero_si128(), _mm_sub_epi8,
-          tj_sum128, tj_mask128, tj_next_by_tables)
+TJ_DRIVER(, tj_next_sse2, 16, 1, __m128i, tj_sse2_tables, tj_prepare_sse2, tj_block_sse2,
+          _mm_setzero_si128(), _mm_sub_epi8, tj_sum128, tj_mask128, tj_next_by_tables)
 #endif
 
 #if TJ_TEDDY
+typedef struct {
+    __m128i lo[TJ_TEDDY_BYTES], hi[TJ_TEDDY_BYTES];
+} tj_ssse3_tables;
+
 __attribute__((target("ssse3")))
-static inline unsigned int tj_block_ssse3(const tj_filter *f, const unsigned char *p,
-                                          __m128i *nl) {
+static inline void tj_prepare_ssse3(const tj_filter *f, tj_ssse3_tables *t) {
+    int j;
+    for (j = 0; j < TJ_TEDDY_BYTES; j++) {
+        t->lo[j] = _mm_loadu_si128((const __m128i *)f->lo[j]);
+        t->hi[j] = _mm_loadu_si128((const __m128i *)f->hi[j]);
+    }
+}
+
+/* The buckets that accept the 16 bytes at p as Teddy byte j. */
+__attribute__((target("ssse3")))
+static inline __m128i tj_teddy128(const tj_ssse3_tables *t, int j, const unsigned char *p) {
     const __m128i nibble = _mm_set1_epi8(0x0f);
-    __m128i a = _mm_loadu_si128((const __m128i *)p);
-    __m128i b = _mm_loadu_si128((const __m128i *)(p + 1));
-    __m128i at_a = _mm_and_si128(
-        _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)f->lo[0]), _mm_and_si128(a, nibble)),
-        _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)f->hi[0]),
-                         _mm_and_si128(_mm_srli_epi16(a, 4), nibble)));
-    __m128i at_b = _mm_and_si128(
-        _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)f->lo[1]), _mm_and_si128(b, nibble)),
-        _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)f->hi[1]),
-                         _mm_and_si128(_mm_srli_epi16(b, 4), nibble)));
-    __m128i none = _mm_cmpeq_epi8(_mm_and_si128(at_a, at_b), _mm_setzero_si128());
-    *nl = _mm_cmpeq_epi8(a, _mm_set1_epi8('\n'));
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    return _mm_and_si128(_mm_shuffle_epi8(t->lo[j], _mm_and_si128(v, nibble)),
+                         _mm_shuffle_epi8(t->hi[j], _mm_and_si128(_mm_srli_epi16(v, 4), nibble)));
+}
+
+__attribute__((target("ssse3")))
+static inline unsigned int tj_block_ssse3(const tj_ssse3_tables *t, const unsigned char *p,
+                                          __m128i *nl) {
+    __m128i all = _mm_and_si128(_mm_and_si128(tj_teddy128(t, 0, p), tj_teddy128(t, 1, p + 1)),
+                                tj_teddy128(t, 2, p + 2));
+    __m128i none = _mm_cmpeq_epi8(all, _mm_setzero_si128());
+    *nl = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p), _mm_set1_epi8('\n'));
     return (unsigned int)_mm_movemask_epi8(none) ^ 0xffffu;
 }
 
-TJ_DRIVER(__attribute__((target("ssse3"))), tj_next_ssse3, 16, __m128i, tj_block_ssse3,
-          _mm_setzero_si128(), _mm_sub_epi8, tj_sum128, tj_mask128, tj_next_by_tables)
+TJ_DRIVER(__attribute__((target("ssse3"))), tj_next_ssse3, 16, 2, __m128i, tj_ssse3_tables,
+          tj_prepare_ssse3, tj_block_ssse3, _mm_setzero_si128(), _mm_sub_epi8, tj_sum128,
+          tj_mask128, tj_next_by_tables)
 
 __attribute__((target("avx2")))
 static inline ptrdiff_t tj_sum256(__m256i lanes) {
@@ -325,29 +375,42 @@ static inline unsigned int tj_mask256(__m256i lanes) {
     return (unsigned int)_mm256_movemask_epi8(lanes);
 }
 
+typedef struct {
+    __m256i lo[TJ_TEDDY_BYTES], hi[TJ_TEDDY_BYTES];
+} tj_avx2_tables;
+
 __attribute__((target("avx2")))
-static inline unsigned int tj_block_avx2(const tj_filter *f, const unsigned char *p,
-                                         __m256i *nl) {
+static inline void tj_prepare_avx2(const tj_filter *f, tj_avx2_tables *t) {
+    int j;
+    for (j = 0; j < TJ_TEDDY_BYTES; j++) {
+        t->lo[j] = _mm256_loadu_si256((const __m256i *)f->lo[j]);
+        t->hi[j] = _mm256_loadu_si256((const __m256i *)f->hi[j]);
+    }
+}
+
+__attribute__((target("avx2")))
+static inline __m256i tj_teddy256(const tj_avx2_tables *t, int j, const unsigned char *p) {
     const __m256i nibble = _mm256_set1_epi8(0x0f);
-    __m256i a = _mm256_loadu_si256((const __m256i *)p);
-    __m256i b = _mm256_loadu_si256((const __m256i *)(p + 1));
-    __m256i lo0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)f->lo[0]));
-    __m256i hi0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)f->hi[0]));
-    __m256i lo1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)f->lo[1]));
-    __m256i hi1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)f->hi[1]));
-    __m256i at_a = _mm256_and_si256(
-        _mm256_shuffle_epi8(lo0, _mm256_and_si256(a, nibble)),
-        _mm256_shuffle_epi8(hi0, _mm256_and_si256(_mm256_srli_epi16(a, 4), nibble)));
-    __m256i at_b = _mm256_and_si256(
-        _mm256_shuffle_epi8(lo1, _mm256_and_si256(b, nibble)),
-        _mm256_shuffle_epi8(hi1, _mm256_and_si256(_mm256_srli_epi16(b, 4), nibble)));
-    __m256i none = _mm256_cmpeq_epi8(_mm256_and_si256(at_a, at_b), _mm256_setzero_si256());
-    *nl = _mm256_cmpeq_epi8(a, _mm256_set1_epi8('\n'));
+    __m256i v = _mm256_loadu_si256((const __m256i *)p);
+    return _mm256_and_si256(
+        _mm256_shuffle_epi8(t->lo[j], _mm256_and_si256(v, nibble)),
+        _mm256_shuffle_epi8(t->hi[j], _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble)));
+}
+
+__attribute__((target("avx2")))
+static inline unsigned int tj_block_avx2(const tj_avx2_tables *t, const unsigned char *p,
+                                         __m256i *nl) {
+    __m256i all = _mm256_and_si256(
+        _mm256_and_si256(tj_teddy256(t, 0, p), tj_teddy256(t, 1, p + 1)),
+        tj_teddy256(t, 2, p + 2));
+    __m256i none = _mm256_cmpeq_epi8(all, _mm256_setzero_si256());
+    *nl = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)p), _mm256_set1_epi8('\n'));
     return ~(unsigned int)_mm256_movemask_epi8(none);
 }
 
-TJ_DRIVER(__attribute__((target("avx2"))), tj_next_avx2, 32, __m256i, tj_block_avx2,
-          _mm256_setzero_si256(), _mm256_sub_epi8, tj_sum256, tj_mask256, tj_next_ssse3)
+TJ_DRIVER(__attribute__((target("avx2"))), tj_next_avx2, 32, 2, __m256i, tj_avx2_tables,
+          tj_prepare_avx2, tj_block_avx2, _mm256_setzero_si256(), _mm256_sub_epi8, tj_sum256,
+          tj_mask256, tj_next_ssse3)
 #endif
 
 /* The first i in [start, size) where some pattern's pair starts, or -1.
@@ -379,6 +442,24 @@ static ptrdiff_t tj_next_candidate(const tj_filter *f, const unsigned char *data
         i++;
     }
     return -1;
+}
+
+/* Ask for the cache lines of data[0:size] at once.  Bytes leaving a tail
+ * were written a whole tail ago and are cold: read one line after another,
+ * the scan waits on memory at every line, while the append that evicts them
+ * only writes (which waits on nothing).  Asked for all together, the lines
+ * arrive in parallel; with write intent, since that append overwrites them
+ * right after the scan. */
+static inline void tj_prefetch(const unsigned char *data, ptrdiff_t size) {
+#if defined(__GNUC__) || defined(__clang__)
+    ptrdiff_t at;
+    for (at = 0; at < size; at += 64) {
+        __builtin_prefetch(data + at, 1, 3);
+    }
+#else
+    (void)data;
+    (void)size;
+#endif
 }
 
 /* Index of the last '\n' in data[0:size], or -1.  glibc's memrchr is
