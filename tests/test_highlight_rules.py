@@ -208,6 +208,9 @@ def test_early_noise_cannot_push_out_a_later_failure(buffer_cls):
         b"src/a.ts(3,5): error TS2322: Type 'string' is not assignable",
         b"FAILED tests/test_a.py::test_x - assert 3 == 4", b"FAILED: build/x.o",
         b"KeyError: 'id'", b"java.lang.NullPointerException: x", b"2 errors generated.",
+        b"a.cpp:1:12: note: candidate function not viable: no known conversion from 'int'",
+        b" --> pkg/error_handling_2.py:2:12", b"Killed",
+        b"[ERROR] Tests run: 3, Failures: 0, Errors: 2, Skipped: 0",
     ],
 )
 def test_default_rules_catch_each_toolchain(buffer_cls, line):
@@ -228,11 +231,27 @@ def test_default_rules_catch_each_toolchain(buffer_cls, line):
         b"error_unit_006.c:23:9: warning: unused variable 'unused_21' [-Wunused-variable]",
         b"ErrorPath001.java:10: warning: [unchecked] unchecked call to add(E)",
         b"record 7: parsed, error_count=0, failed_jobs=0",
+        b"packagefile errors=/usr/lib/go/pkg/linux_amd64/errors.a",
+        b'\t\t"errors": "$WORK/b003/vet.out",', b'\t\t"/usr/lib/go/src/runtime/panic.go",',
+        b"  --> src/lib.rs:3:9", b"test tests::note_candidate_error ... ok",
+        b"--- PASS: TestProcessKilled (0.00s)",
     ],
 )
 def test_default_rules_keep_no_passing_test(buffer_cls, line):
     buf = _kept(buffer_cls, HighlightRules(), [b"filler"] * 3 + [line] + [b"filler"] * 3)
     assert buf.highlights() == []
+
+
+def test_context_rows_keep_the_cause_beside_the_position(buffer_cls):
+    # ruff: the rule and message, then the arrow; g++: the candidate, its
+    # source and caret, then the note that says why.
+    lines = [b"filler"] * 3 + [b"F821 Undefined name `x`", b" --> a.py:2:12"] + [b"filler"] * 3
+    buf = _kept(buffer_cls, HighlightRules(), lines)
+    assert [h.text for h in buf.highlights()] == [b"F821 Undefined name `x`", b" --> a.py:2:12"]
+    lines = [b"filler"] * 3 + [b"a.cpp:1:12: note: candidate: 'int f(int)'", b"    1 | int f(int);",
+                              b"      |     ^", b"a.cpp:1:7: note:   no known conversion for argument 1"]
+    buf = _kept(buffer_cls, HighlightRules(), lines + [b"filler"] * 4)
+    assert [h.text for h in buf.highlights()][-1] == lines[-1]
 
 
 @pytest.mark.parametrize(

@@ -78,16 +78,28 @@ PASS_MARKERS = (
 
 _PASS = PASS_MARKERS
 
+#: The "error" row's vetoes: the pass markers, less "Failures: 0" (a line
+#: that counts errors beside it reports them: "Failures: 0, Errors: 2"), and
+#: what Go's build listings print of its ``errors`` package and files:
+#: ``go build -x`` and ``go vet -x`` echo each importcfg and vet.cfg they
+#: write, and a program that imports errors has not failed.  A row has room
+#: for 16 vetoes.
+_ERROR_UNLESS = tuple(marker for marker in _PASS if marker != "Failures: 0") + (
+    '"errors"',  # an import path, a key or a value in vet.cfg
+    '.go"',  # a file in vet.cfg's lists: ".../src/fmt/errors.go",
+    "packagefile errors",  # importcfg: packagefile errors=.../errors.a
+)
+
 DEFAULT_RULES = RuleTable("DEFAULT_RULES", (
     # Words that almost every toolchain prints on failure.  They carry no
     # context: their message is on their line, and context is for the rows
     # below that know where a tool puts the cause.
-    HighlightRule("error", "error", _PASS, word=True),
+    HighlightRule("error", "error", _ERROR_UNLESS, word=True),
     HighlightRule("fatal", "fatal", _PASS, word=True),
     HighlightRule("exception", "exception", _PASS, word=True),
     HighlightRule("traceback", "traceback (most recent call last)"),
     HighlightRule("failed", "failed", _PASS, word=True),
-    HighlightRule("panic", "panic", _PASS, word=True),
+    HighlightRule("panic", "panic", _PASS + ('.go"',), word=True),  # not runtime/panic.go
     HighlightRule("rust-panic", "panicked at", after=2),  # the message is on the next line
     HighlightRule("tap-error", "error: |-$", after=3),  # node --test: the message follows
     # A marker at a line's start: the identity of a failed test or target.
@@ -110,6 +122,16 @@ DEFAULT_RULES = RuleTable("DEFAULT_RULES", (
     # "No rule to make target ... Stop."
     HighlightRule("make-stop", ": *** ", before=1),
     HighlightRule("linker", "undefined reference"),
+    # C++ overload resolution: the error only says that no call matched, a
+    # note says why: clang "note: candidate function not viable: no known
+    # conversion from ...", g++ "note: candidate: 'int f(int)'", its source
+    # line and caret, then "note:   no known conversion for argument 1 ...".
+    HighlightRule("cc-candidate", "note: candidate", _PASS, after=3),
+    # ruff (and other tools that print rustc-style diagnostics): the rule and
+    # its message ("F821 Undefined name `x`", "invalid-syntax: ..."), then
+    # " --> file:line:col".  rustc prints its warnings so too; its errors
+    # are kept by the "error" row.
+    HighlightRule("arrow-position", "^--> ", (".rs:",), before=1),
     # Shells and coreutils.
     HighlightRule("not-found", "command not found"),
     HighlightRule("sh-not-found", ": not found"),
@@ -117,7 +139,6 @@ DEFAULT_RULES = RuleTable("DEFAULT_RULES", (
     HighlightRule("permission", "permission denied"),
     HighlightRule("segfault", "segmentation fault"),
     HighlightRule("core-dumped", "(core dumped)"),  # Aborted (core dumped), ...
-    HighlightRule("killed", " killed "),
-    HighlightRule("killed-line", "killed$"),
+    HighlightRule("killed", "killed", _PASS, word=True),  # "4242 Killed  ./hog", "Killed"
     HighlightRule("timed-out", "timed out", _PASS),
 ))
