@@ -352,6 +352,131 @@ def run_mypy(workdir: Path, failing: bool = True) -> Log:
                _lines(log, rb"mod_\d+\.py:\d+: error: Incompatible types"))
 
 
+def clang(workdir: Path, failing: bool = True) -> Log:
+    """``clang++ -Wall -c`` over C++ files full of warnings, ten of them with
+    an error: an undeclared name (the message says it) or a call no overload
+    takes (the note that follows says why)."""
+    files = {}
+    for n in range(FILES):
+        unused = "\n".join(f"    int unused_{k} = {k};" for k in range(24))
+        ret = "0"
+        if failing and n in FAILING_FILES:
+            ret = f"missing_symbol_{n}" if n % 2 else f'scale_{n:03d}("{n}")'
+        files[f"error_unit_{n:03d}.cpp"] = (
+            f"static int scale_{n:03d}(int value) {{ return value * 2; }}\n"
+            f"int unit_{n:03d}() {{\n{unused}\n    return {ret} + scale_{n:03d}(1);\n}}\n")
+    log = on_pty(["clang++", "-Wall", "-c", *sorted(files)], _project(workdir, files))
+    return Log(log, _lines(log, rb"error_unit_\d+\.cpp:\d+:\d+: error: "),
+               _lines(log, rb": error: use of undeclared identifier|: note: candidate function not viable"))
+
+
+def _c_units(count: int, warnings: int, failing: bool) -> dict[str, str]:
+    files = {}
+    for n in range(count):
+        unused = "\n".join(f"    int unused_{k} = {k};" for k in range(warnings))
+        ret = f"missing_symbol_{n}" if failing and n in FAILING_FILES else "0"
+        files[f"error_unit_{n:03d}.c"] = f"int unit_{n:03d}(void) {{\n{unused}\n    return {ret};\n}}\n"
+    return files
+
+
+def cmake_make(workdir: Path, failing: bool = True) -> Log:
+    """CMake configures a C library (Makefile generator) and builds it with
+    ``make -k``: ten of its sources fail, the build goes on past them."""
+    files = _c_units(FILES, 12, failing)
+    sources = " ".join(sorted(files))
+    files["CMakeLists.txt"] = ("cmake_minimum_required(VERSION 3.10)\nproject(errs C)\n"
+                               "add_compile_options(-Wall)\n"
+                               f"add_library(errs STATIC {sources})\n")
+    script = ("cmake -S . -B build -G 'Unix Makefiles' && "
+              "cmake --build build -- -k")
+    log = on_pty(["sh", "-c", script], _project(workdir, files))
+    # make names the object that failed, gcc says why.
+    return Log(log, _lines(log, rb"\*\*\* \[.*error_unit_\d+\.c\.o\] Error "),
+               _lines(log, rb": error: "))
+
+
+def ninja_build(workdir: Path, failing: bool = True) -> Log:
+    """``ninja -k 0`` over a hand-written build.ninja: each failed edge is a
+    ``FAILED: `` line, the command, then the compiler's output."""
+    files = _c_units(FILES, 20, failing)
+    edges = "".join(f"build {name[:-2]}.o: cc {name}\n" for name in sorted(files))
+    files["build.ninja"] = ("rule cc\n  command = gcc -Wall -c $in -o $out\n"
+                            "  description = CC $out\n" + edges)
+    log = on_pty(["ninja", "-k", "0", "-j2"], _project(workdir, files))
+    return Log(log, _lines(log, rb"^FAILED: .*error_unit_\d+\.o"), _lines(log, rb": error: "))
+
+
+VET_PACKAGES = 150
+VET_FAILING = {40: 'fmt.Printf("%d\\n", "x")', 60: "n := 1; n = n; _ = n",
+               75: 'fmt.Sprintf("%s", "unused")', 95: "if n := 1; n == 1 || n == 1 { return 0 }",
+               110: 'fmt.Println("%d", 1)'}
+
+
+def go_vet(workdir: Path, failing: bool = True) -> Log:
+    """``go vet -x`` over many packages that use fmt and errors (every vet
+    command and its config is printed), five of them with vet findings."""
+    files = {"go.mod": "module example.com/p\n\ngo 1.19\n"}
+    imports = []
+    for n in range(VET_PACKAGES):
+        body = VET_FAILING[n] if failing and n in VET_FAILING else "_ = 0"
+        files[f"errs{n:03d}/errs.go"] = (
+            f"package errs{n:03d}\n\nimport (\n\t\"errors\"\n\t\"fmt\"\n)\n\n"
+            f"var ErrMissing = errors.New(\"errs{n:03d}: missing\")\n\n"
+            f"func Value() int {{\n\t{body}\n\tfmt.Println(\"value\")\n\treturn {n}\n}}\n")
+        imports.append(f"\t_ \"example.com/p/errs{n:03d}\"")
+    files["main.go"] = "package main\n\nimport (\n" + "\n".join(imports) + "\n)\n\nfunc main() {}\n"
+    log = on_pty(["go", "vet", "-x", "./..."], _project(workdir, files), env=_go_env(workdir))
+    # vet puts the package ("# example.com/p/errs040") before its findings.
+    return Log(log, _lines(log, rb"^# example\.com/p/errs\d+"),
+               _lines(log, rb"^errs\d+/errs\.go:\d+:\d+: "))
+
+
+RUFF_PACKAGES = 240
+RUFF_FAILING = range(20, RUFF_PACKAGES - 20, 40)  # 6 packages
+
+
+def run_ruff(workdir: Path, failing: bool = True) -> Log:
+    """``ruff check -v`` package by package (a monorepo's lint job), over
+    modules named after errors; a few use an undefined name or do not parse."""
+    files = {"ruff.toml": "[lint]\nselect = [\"E4\", \"E7\", \"E9\", \"F\"]\n"}
+    for n in range(RUFF_PACKAGES):
+        for k in range(5):
+            value = "error_count + 1"
+            if failing and n in RUFF_FAILING and k == 2:
+                value = "error_count +" if n == RUFF_FAILING[2] else "missing_total + 1"
+            files[f"pkg_{n:03d}/error_handling_{k}.py"] = (
+                f"def handle_error_{k}(error_count: int) -> int:\n    return {value}\n")
+    script = ('status=0; for pkg in pkg_*; do ruff check -v --no-cache "$pkg" || status=1; done; '
+              'exit $status')
+    log = on_pty(["bash", "-c", script], _project(workdir, files))
+    return Log(log, _lines(log, rb"^ *--> pkg_\d+/error_handling_\d\.py:\d+:\d+"),
+               _lines(log, rb"^F821 Undefined name|^invalid-syntax: "))
+
+
+GRADLE_FILES = 60
+
+
+def gradle_build(workdir: Path, failing: bool = True) -> Log:
+    """``gradle --offline build`` of a plain Java project (no plugins to
+    download) whose classes are full of lint warnings, a few with errors."""
+    files = {"settings.gradle": "rootProject.name = 'errs'\n",
+             "build.gradle": ("apply plugin: 'java'\ntasks.withType(JavaCompile) {\n"
+                              "  options.compilerArgs += ['-Xlint:all', '-Xmaxwarns', '100000']\n}\n")}
+    for n in range(GRADLE_FILES):
+        raw = "\n".join(f"        java.util.List l{k} = new java.util.ArrayList(); l{k}.add(\"x\");"
+                        for k in range(12))
+        bad = failing and n in JAVA_FAILING
+        files[f"src/main/java/p/ErrorPath{n:03d}.java"] = (
+            f"package p;\npublic class ErrorPath{n:03d} {{\n    public static int run() {{\n{raw}\n"
+            f"        return {'missingSymbol' + str(n) if bad else '0'};\n    }}\n}}\n")
+    project = _project(workdir, files)
+    log = on_pty(["gradle", "--offline", "--no-daemon", "-g", str(project / ".gradle-home"),
+                  "build"], project)
+    return Log(log, _lines(log, rb"ErrorPath\d+\.java:\d+: error: cannot find symbol"
+                                rb"|^Execution failed for task ':compileJava'"),
+               _lines(log, rb"symbol: +variable missingSymbol\d+"))
+
+
 _ALL = {
     "gcc via make -k": (compile_c, ("make", "gcc")),
     "pytest -v": (run_pytest, ()),
@@ -367,6 +492,12 @@ _ALL = {
     "maven junit5": (maven_junit, ("mvn",)),
     "python traceback": (python_traceback, ()),
     "mypy": (run_mypy, ()),
+    "clang++": (clang, ("clang++",)),
+    "cmake (make)": (cmake_make, ("cmake", "make", "gcc")),
+    "ninja": (ninja_build, ("ninja", "gcc")),
+    "go vet -x": (go_vet, ("go",)),
+    "ruff check": (run_ruff, ("ruff", "bash")),
+    "gradle": (gradle_build, ("gradle", "java")),
 }
 
 #: The tools of this machine: name -> function(workdir, failing) -> Log.
