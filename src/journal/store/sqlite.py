@@ -719,7 +719,7 @@ class _GroupCommit(Batcher):
         try:
             if conn.in_transaction:  # a ROLLBACK that failed, last time
                 conn.execute("ROLLBACK")
-            if len(runs) == 1 and runs[0][0] in _MULTI_ROW and len(runs[0][1]) <= _CHUNK:
+            if len(runs) == 1 and len(_statement_sizes(*runs[0])) == 1:
                 # One statement is a transaction of its own: no BEGIN and
                 # COMMIT, each of which is one more trip out of the GIL
                 # (and, with many threads, back in after them).
@@ -763,9 +763,13 @@ def _multi_row(sql: str) -> tuple[str, str, str]:
 #: by job.
 _MULTI_ROW = {sql: _multi_row(sql) for sql in (_INSERT_TASK, _UPSERT_TASK, _UPSERT_STREAM)}
 #: Rows per statement, at most (10 columns each: far below SQLite's
-#: smallest variable limit, 999 before 3.32, for any chunk; the texts of
-#: the sizes in use stay in sqlite3's statement cache).
+#: smallest variable limit, 999 before 3.32, for any chunk).
 _CHUNK = 64
+#: Stream rows per statement, at most.  SQLite keeps a statement's bound
+#: values until they are bound again, and sqlite3 keeps up to 128 statements
+#: a connection: every statement of n snapshots held n copies of them, 40 KB
+#: each (85 MB for the sizes 1 to 64; tests/test_sqlite_memory.py).
+_STREAM_CHUNK = 16
 #: The order of the kinds when a batch is grouped: a job writes its task
 #: row before its streams (a new row's trigger clears stream rows).
 _GROUP_ORDER = (_INSERT_TASK, _UPSERT_TASK, _UPSERT_STREAM)
@@ -804,19 +808,38 @@ def _in_order(batch: list[Job]) -> list[tuple[str, list[tuple[Any, ...]]]]:
     return runs
 
 
+def _statement_sizes(sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
+    """The rows of each statement that writes ``rows``: one statement each
+    where there is no multi-row form, else chunks of the largest size and
+    then powers of two, so that a few statement texts (seven at most) serve
+    every batch.  With a text for every size, the 192 of them did not fit
+    sqlite3's cache of 128, and each kept the values last bound to it."""
+    if sql not in _MULTI_ROW:
+        return [1] * len(rows)
+    largest = _STREAM_CHUNK if sql == _UPSERT_STREAM else _CHUNK
+    sizes, left = [], len(rows)
+    while left:
+        size = largest if left >= largest else 1 << (left.bit_length() - 1)
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
 def _execute_run(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
     multi = _MULTI_ROW.get(sql)
     if multi is None:
         conn.executemany(sql, rows)
         return
-    if len(rows) == 1:
-        conn.execute(sql, rows[0])
-        return
     head, group, tail = multi
-    for start in range(0, len(rows), _CHUNK):
-        chunk = rows[start:start + _CHUNK]
-        conn.execute(head + ",".join([group] * len(chunk)) + tail,
-                     [value for row in chunk for value in row])
+    start = 0
+    for size in _statement_sizes(sql, rows):
+        chunk = rows[start:start + size]
+        start += size
+        if size == 1:
+            conn.execute(sql, chunk[0])
+        else:
+            conn.execute(head + ",".join([group] * size) + tail,
+                         [value for row in chunk for value in row])
 
 
 def _task_ops(row: TaskRow, streams: Optional[Mapping[str, Snapshotable]], new: bool) -> list[_Op]:
