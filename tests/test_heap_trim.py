@@ -64,3 +64,59 @@ def test_the_maintenance_thread_trims_after_its_passes(monkeypatch, make_journal
         time.sleep(0.01)
     assert len(calls) >= 3
     journal.close()
+
+
+# Threads that each allocate (malloc, not pymalloc: buffers of 40 KB), then
+# the number of arenas glibc made, from malloc_info's XML (one <heap> each).
+_ARENAS_SCRIPT = r"""
+import ctypes, os, sys, tempfile, threading
+from journal import _heap
+capped = _heap.limit_arenas(int(sys.argv[1])) if sys.argv[1] != "none" else False
+from journal._buffer_py import HeadTailBuffer
+gate = threading.Barrier(8)
+def work():
+    gate.wait()
+    keep = [HeadTailBuffer(20_000, 20_000) for _ in range(20)]
+    for buf in keep:
+        buf.append(b"x" * 30_000)
+    gate.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+path = os.path.join(tempfile.mkdtemp(), "info.xml").encode()
+out = libc.fopen(path, b"w")
+libc.malloc_info(0, out)
+libc.fclose(out)
+print(capped, open(path).read().count("<heap nr="))
+"""
+
+
+def _arenas(cap, env=None):
+    """(whether limit_arenas(cap) set the cap, arenas made); ``env`` is added
+    to this environment without any MALLOC_ARENA_MAX of its own."""
+    import os
+    import subprocess
+
+    base = {key: value for key, value in os.environ.items() if key != "MALLOC_ARENA_MAX"}
+    run = subprocess.run([sys.executable, "-c", _ARENAS_SCRIPT, cap], capture_output=True,
+                         text=True, check=True, env={**base, **(env or {})})
+    capped, heaps = run.stdout.split()
+    return capped == "True", int(heaps)
+
+
+@glibc
+def test_limit_arenas_caps_the_arenas_threads_get():
+    assert _arenas("1") == (True, 1)
+    capped, heaps = _arenas("none")
+    assert not capped and heaps > 1  # eight threads at once: arenas of their own
+
+
+@glibc
+def test_limit_arenas_leaves_the_operators_setting_alone():
+    capped, heaps = _arenas("1", {"MALLOC_ARENA_MAX": "3"})
+    assert not capped and heaps > 1

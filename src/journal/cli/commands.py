@@ -15,6 +15,7 @@ from typing import Any, NoReturn, Optional, ParamSpec, TypeVar
 import click
 
 from journal import __version__
+from journal._heap import limit_arenas
 from journal.buffer import IMPLEMENTATION
 from journal.cli.errors import (
     CommandError,
@@ -165,6 +166,9 @@ def simulate(nodes: int, tasks: int, store_url: str, restart_at: Optional[float]
         settings.check()
     except ValueError as exc:
         raise UsageProblem(str(exc)) from None
+    # A node is a thread: as a hub of thousands of threads should, cap the
+    # malloc arenas they would otherwise spread their free pages over.
+    limit_arenas(2)
     with _Progress(out, tasks) as progress:
         summary = Simulation(settings, progress).run()
         # Every task has its final status now (the silent ones too): the bar says so.
