@@ -108,6 +108,8 @@ cdef Py_ssize_t _rarest_run(bytes pattern):
     often, judged by its first pair and then by the whole run."""
     cdef Py_ssize_t best = 0, at, width = min(_TEDDY_BYTES, len(pattern))
     cdef double score, best_score = -1.0
+    if width < 2:
+        return 0  # one byte: nothing to choose
     for at in range(len(pattern) - width + 1):
         score = _frequency(pattern[at]) * _frequency(pattern[at + 1])
         if pattern[at:at + 2] in _COMMON_PAIRS:
