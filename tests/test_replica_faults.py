@@ -95,6 +95,46 @@ def test_waits_keep_their_timeout_while_redis_does_not_answer(server, replicas):
     assert waiter.wait("t", timeout=10).result == 1
 
 
+def test_only_a_waits_first_read_gets_the_read_floor(server, replicas, monkeypatch):
+    # wait(t, 0) must be able to read a finished task from the store, so the
+    # first read of a wait gets at least READ_FLOOR; the later reads of a
+    # wait on another replica's task get only the time left.  A long floor
+    # makes the difference plain: with it on every read, this 1 s wait on a
+    # frozen server took the floor's 5 s.
+    from journal._ownership import SharedOwnership
+
+    monkeypatch.setattr(SharedOwnership, "READ_FLOOR", 5.0)
+    holder, waiter = replicas("a"), replicas("b")
+    holder.register("t", "node")
+    holder.start("t")
+    outcome = []
+
+    def wait():
+        started = time.monotonic()
+        try:
+            waiter.wait("t", timeout=1.0)
+        except WaitTimeout:
+            outcome.append(time.monotonic() - started)
+
+    import threading
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.4)  # its first read is done: it polls the holder's task
+    server.freeze()
+    try:
+        thread.join(10)
+        assert outcome and outcome[0] < 3.0, outcome
+        # A wait's first read does get the floor (here 5 s, not the 0.3 s asked).
+        monkeypatch.setattr(SharedOwnership, "READ_FLOOR", 1.5)
+        started = time.monotonic()
+        with pytest.raises(WaitTimeout, match=r"in 1\.5 s \(the wait's timeout: 0\.3 s"):
+            waiter.wait("t", timeout=0.3)
+        assert 1.4 <= time.monotonic() - started < 4.0
+    finally:
+        server.thaw()
+
+
 def test_a_replica_whose_spilled_task_was_adopted_lets_it_go(server, replicas):
     budget = JournalConfig(checkpoint_interval=3600, sweep_interval=0, memory_budget=0)
     old = replicas("a", budget, lease=1)

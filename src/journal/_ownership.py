@@ -83,11 +83,13 @@ class LocalOwnership:
         """In-flight tasks other replicas hold."""
         return []
 
-    def find_within(self, task_id: str, deadline: Deadline, seconds: Optional[float]) -> Task:
+    def find_within(self, task_id: str, deadline: Deadline, seconds: Optional[float],
+                    first: bool = False) -> Task:
         """``find`` for a wait with ``deadline``: a local store answers at once."""
         return self._table.find(task_id)
 
-    async def find_async(self, task_id: str, deadline: Deadline, seconds: Optional[float]) -> Task:
+    async def find_async(self, task_id: str, deadline: Deadline, seconds: Optional[float],
+                         first: bool = False) -> Task:
         return self._table.find(task_id)
 
     def watch(self, task_id: str, call: Callable[[], None]) -> None:
@@ -122,9 +124,10 @@ class LocalOwnership:
 class SharedOwnership(LocalOwnership):
     """One owner replica per task, on a store several replicas share."""
 
-    #: A read always gets this long, so ``wait(t, 0)`` can still read t: a
-    #: finished task is in the store, not in memory, and one round trip on a
-    #: loaded machine (a cluster's first read, say) took more than 0.1 s.
+    #: The first store read of a wait gets at least this long, so that
+    #: ``wait(t, 0)`` can still read t: a finished task is in the store, not
+    #: in memory, and one round trip on a loaded machine (a cluster's first
+    #: read, say) took more than 0.1 s.  Later reads get only the time left.
     READ_FLOOR = 1.0
 
     def __init__(self, table: TaskTable, store: SharedStore) -> None:
@@ -229,18 +232,23 @@ class SharedOwnership(LocalOwnership):
 
     # -- reads for waits, bounded by the wait's own timeout -----------------------
 
-    def find_within(self, task_id: str, deadline: Deadline, seconds: Optional[float]) -> Task:
+    def find_within(self, task_id: str, deadline: Deadline, seconds: Optional[float],
+                    first: bool = False) -> Task:
+        """The task, read within the wait's time left (``first``: the wait's
+        first read, which gets at least READ_FLOOR)."""
         table = self._table
         left = deadline.left()
         if (table.held(task_id) is not None and not table.forked) or left is None:
             return table.find(task_id)
+        allowed = max(left, self.READ_FLOOR) if first else left
         future = self._reader().submit(table.find, task_id)
         try:
-            return future.result(timeout=max(left, self.READ_FLOOR))
+            return future.result(timeout=allowed)
         except concurrent.futures.TimeoutError:
-            raise self._unreadable(task_id, seconds) from None
+            raise self._unreadable(task_id, seconds, allowed) from None
 
-    async def find_async(self, task_id: str, deadline: Deadline, seconds: Optional[float]) -> Task:
+    async def find_async(self, task_id: str, deadline: Deadline, seconds: Optional[float],
+                         first: bool = False) -> Task:
         table = self._table
         if table.held(task_id) is not None and not table.forked:
             return table.find(task_id)
@@ -248,10 +256,11 @@ class SharedOwnership(LocalOwnership):
         left = deadline.left()
         if left is None:
             return await read
+        allowed = max(left, self.READ_FLOOR) if first else left
         try:
-            return await asyncio.wait_for(read, max(left, self.READ_FLOOR))
+            return await asyncio.wait_for(read, allowed)
         except asyncio.TimeoutError:
-            raise self._unreadable(task_id, seconds) from None
+            raise self._unreadable(task_id, seconds, allowed) from None
 
     def _reader(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._lock:
@@ -259,10 +268,11 @@ class SharedOwnership(LocalOwnership):
                 self._reads = concurrent.futures.ThreadPoolExecutor(4, "journal-read")
             return self._reads
 
-    def _unreadable(self, task_id: str, seconds: Optional[float]) -> WaitTimeout:
+    def _unreadable(self, task_id: str, seconds: Optional[float], allowed: float) -> WaitTimeout:
         return WaitTimeout(
-            f"task {task_id!r} could not be read from {self._store.url} within "
-            f"{seconds or 0:g} s (the store is slow or away); wait again"
+            f"task {task_id!r} could not be read from {self._store.url} in "
+            f"{allowed:.3g} s (the wait's timeout: {seconds or 0:g} s; the store is slow "
+            "or away); wait again"
         )
 
     # -- waiting for a task another replica holds ---------------------------------

@@ -42,8 +42,10 @@ class Waits:
     def wait(self, task_id: str, timeout: Optional[float] = None) -> TaskRecord:
         seconds = check_timeout(task_id, timeout)
         deadline = Deadline(seconds)
+        first = True
         while True:
-            task = self._ownership.find_within(task_id, deadline, seconds)
+            task = self._ownership.find_within(task_id, deadline, seconds, first)
+            first = False
             if task.status.terminal:
                 return final_record(self._residency.record(task))
             if self._ownership.held_elsewhere(task):
@@ -81,8 +83,10 @@ class Waits:
         seconds = check_timeout(task_id, timeout)
         deadline = Deadline(seconds)
         loop = asyncio.get_running_loop()
+        first = True
         while True:
-            task = await self._ownership.find_async(task_id, deadline, seconds)
+            task = await self._ownership.find_async(task_id, deadline, seconds, first)
+            first = False
             if task.status.terminal:
                 return final_record(self._residency.record(task))
             if self._ownership.held_elsewhere(task):

@@ -266,8 +266,9 @@ class TaskJournal(AsyncCalls):
         lost, ResultExpired or UnknownTask (also when its registration
         failed while this wait began), and JournalClosed if the journal is
         closed first.  On a shared store, the timeout holds even while the
-        store does not answer.
-        """
+        store does not answer, but for the wait's first read of the task,
+        which gets at least 1 s: ``wait(t, 0)`` must still be able to read a
+        finished task, which is in the store, not in memory."""
         return self._waits.wait(task_id, timeout)
 
     async def wait_async(self, task_id: str, timeout: Optional[float] = None) -> TaskRecord:
