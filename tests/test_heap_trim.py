@@ -117,6 +117,8 @@ def test_limit_arenas_caps_the_arenas_threads_get():
 
 
 @glibc
-def test_limit_arenas_leaves_the_operators_setting_alone():
-    capped, heaps = _arenas("1", {"MALLOC_ARENA_MAX": "3"})
+@pytest.mark.parametrize("setting", [{"MALLOC_ARENA_MAX": "3"},
+                                     {"GLIBC_TUNABLES": "glibc.malloc.arena_max=3"}])
+def test_limit_arenas_leaves_the_operators_setting_alone(setting):
+    capped, heaps = _arenas("1", setting)
     assert not capped and heaps > 1

@@ -44,7 +44,8 @@ _M_ARENA_MAX = -8
 
 def limit_arenas(count: int) -> bool:
     """Cap glibc's malloc arenas at ``count`` for threads started from now on,
-    unless ``MALLOC_ARENA_MAX`` is set (the operator's choice wins).
+    unless ``MALLOC_ARENA_MAX`` or the ``glibc.malloc.arena_max`` tunable
+    (``GLIBC_TUNABLES``) is set: the operator's choice wins.
 
     A process of thousands of threads that each allocate and free stream
     buffers leaves free pages behind in up to eight arenas per core; with
@@ -54,8 +55,11 @@ def limit_arenas(count: int) -> bool:
     does, and a hub's own main may.  Returns whether the cap was set."""
     import os
 
-    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+    if not sys.platform.startswith("linux"):
         return False
+    if os.environ.get("MALLOC_ARENA_MAX") or "glibc.malloc.arena_max" in os.environ.get(
+            "GLIBC_TUNABLES", ""):
+        return False  # set by the operator, either way glibc reads it
     try:
         import ctypes
 
