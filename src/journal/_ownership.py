@@ -127,8 +127,11 @@ class SharedOwnership(LocalOwnership):
     #: The first store read of a wait gets at least this long, so that
     #: ``wait(t, 0)`` can still read t: a finished task is in the store, not
     #: in memory, and one round trip on a loaded machine (a cluster's first
-    #: read, say) took more than 0.1 s.  Later reads get only the time left.
+    #: read, say) took more than 0.1 s.
     READ_FLOOR = 1.0
+    #: A wait's later reads get the time left, or this if less: the read
+    #: that finds the time up still says what state the task was left in.
+    NEXT_READ_FLOOR = 0.1
 
     def __init__(self, table: TaskTable, store: SharedStore) -> None:
         super().__init__(table)
@@ -240,7 +243,7 @@ class SharedOwnership(LocalOwnership):
         left = deadline.left()
         if (table.held(task_id) is not None and not table.forked) or left is None:
             return table.find(task_id)
-        allowed = max(left, self.READ_FLOOR) if first else left
+        allowed = max(left, self.READ_FLOOR if first else self.NEXT_READ_FLOOR)
         future = self._reader().submit(table.find, task_id)
         try:
             return future.result(timeout=allowed)
@@ -256,7 +259,7 @@ class SharedOwnership(LocalOwnership):
         left = deadline.left()
         if left is None:
             return await read
-        allowed = max(left, self.READ_FLOOR) if first else left
+        allowed = max(left, self.READ_FLOOR if first else self.NEXT_READ_FLOOR)
         try:
             return await asyncio.wait_for(read, allowed)
         except asyncio.TimeoutError:

@@ -267,8 +267,9 @@ class TaskJournal(AsyncCalls):
         failed while this wait began), and JournalClosed if the journal is
         closed first.  On a shared store, the timeout holds even while the
         store does not answer, but for the wait's first read of the task,
-        which gets at least 1 s: ``wait(t, 0)`` must still be able to read a
-        finished task, which is in the store, not in memory."""
+        which gets at least 1 s (``wait(t, 0)`` must still be able to read a
+        finished task, which is in the store, not in memory), and its last,
+        which gets at least 0.1 s."""
         return self._waits.wait(task_id, timeout)
 
     async def wait_async(self, task_id: str, timeout: Optional[float] = None) -> TaskRecord:
