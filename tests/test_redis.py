@@ -198,9 +198,11 @@ def test_a_remote_wait_times_out_like_a_local_one(replicas):
 
 
 def test_a_dead_replicas_tasks_are_adopted_reattached_or_lost(replicas, clock):
-    a = replicas("a", lease=0.5)
-    b = replicas("b", lease=0.5)
-    c = replicas("c", lease=0.5, reattach_grace=30)
+    # A lease of 1.5 s: with 0.5 s, a loaded CI machine let a's lease run out
+    # between abandon() and the first reattach below.
+    a = replicas("a", lease=1.5)
+    b = replicas("b", lease=1.5)
+    c = replicas("c", lease=1.5, reattach_grace=30)
     for task_id in ("resumed", "orphan"):
         a.register(task_id, "n1")
         a.start(task_id)
@@ -212,7 +214,7 @@ def test_a_dead_replicas_tasks_are_adopted_reattached_or_lost(replicas, clock):
 
     with pytest.raises(OwnedElsewhere, match="'a'"):
         c.reattach("resumed", "n1")  # a's lease is still alive
-    time.sleep(0.7)
+    time.sleep(1.9)
     assert c.sweep()["adopted"] == 2
     assert b.sweep()["adopted"] == 0  # one owner per task
     assert {(r.task_id, r.owner, r.detached) for r in c.in_flight()} == {
