@@ -257,16 +257,23 @@ JAVA_FILES = 80
 JAVA_FAILING = range(10, 70, 12)
 
 
-def javac(workdir: Path, failing: bool = True) -> Log:
-    """``javac -Xlint:all`` over many classes full of warnings, a few with errors."""
+def _java_classes(count: int, failing: bool, directory: str, package: str) -> dict[str, str]:
+    """``count`` classes full of raw-type warnings; those of JAVA_FAILING
+    return a missing symbol when ``failing``."""
     files = {}
-    for n in range(JAVA_FILES):
+    for n in range(count):
         raw = "\n".join(f"        java.util.List l{k} = new java.util.ArrayList(); l{k}.add(\"x\");"
                         for k in range(12))
         bad = failing and n in JAVA_FAILING
-        files[f"ErrorPath{n:03d}.java"] = (
-            f"public class ErrorPath{n:03d} {{\n    public static int run() {{\n{raw}\n"
+        files[f"{directory}ErrorPath{n:03d}.java"] = (
+            f"{package}public class ErrorPath{n:03d} {{\n    public static int run() {{\n{raw}\n"
             f"        return {'missingSymbol' + str(n) if bad else '0'};\n    }}\n}}\n")
+    return files
+
+
+def javac(workdir: Path, failing: bool = True) -> Log:
+    """``javac -Xlint:all`` over many classes full of warnings, a few with errors."""
+    files = _java_classes(JAVA_FILES, failing, "", "")
     project = _project(workdir, files)
     log = on_pty(["javac", "-Xlint:all", "-Xmaxwarns", "100000", "-Xmaxerrs", "1000", "-d",
                   "out", *sorted(files)], project)
@@ -462,13 +469,7 @@ def gradle_build(workdir: Path, failing: bool = True) -> Log:
     files = {"settings.gradle": "rootProject.name = 'errs'\n",
              "build.gradle": ("apply plugin: 'java'\ntasks.withType(JavaCompile) {\n"
                               "  options.compilerArgs += ['-Xlint:all', '-Xmaxwarns', '100000']\n}\n")}
-    for n in range(GRADLE_FILES):
-        raw = "\n".join(f"        java.util.List l{k} = new java.util.ArrayList(); l{k}.add(\"x\");"
-                        for k in range(12))
-        bad = failing and n in JAVA_FAILING
-        files[f"src/main/java/p/ErrorPath{n:03d}.java"] = (
-            f"package p;\npublic class ErrorPath{n:03d} {{\n    public static int run() {{\n{raw}\n"
-            f"        return {'missingSymbol' + str(n) if bad else '0'};\n    }}\n}}\n")
+    files.update(_java_classes(GRADLE_FILES, failing, "src/main/java/p/", "package p;\n"))
     project = _project(workdir, files)
     log = on_pty(["gradle", "--offline", "--no-daemon", "-g", str(project / ".gradle-home"),
                   "build"], project)
