@@ -17,9 +17,11 @@ import pytest
 TASKS = 60
 
 
-def run(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "journal", *args], capture_output=True,
-                          text=True, timeout=timeout, check=False)
+def run(*args: str, check: bool = True, timeout: float = 120,
+        env: dict[str, str] | None = None, command: list[str] | None = None,
+        ) -> subprocess.CompletedProcess:
+    done = subprocess.run([*(command or [sys.executable, "-m", "journal"]), *args],
+                          capture_output=True, text=True, timeout=timeout, check=False, env=env)
     if check and done.returncode != 0:
         raise AssertionError(f"exit {done.returncode}: {done.stderr}{done.stdout}")
     return done
@@ -198,6 +200,46 @@ def test_simulate_runs_on_memory_without_a_restart():
                              "--json").stdout)
     assert summary["by_status"]["completed"] + summary["by_status"]["failed"] == 9
     assert summary["bytes_missing"] == 0
+
+
+def _glibc() -> bool:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") is not None
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _without_malloc_settings() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items()
+            if key not in ("GLIBC_TUNABLES", "MALLOC_ARENA_MAX")}
+
+
+def _console_script() -> list[str]:
+    return [str(Path(sys.executable).parent / ("taskjournal.exe" if os.name == "nt" else "taskjournal"))]
+
+
+@pytest.mark.skipif(not _glibc(), reason="glibc's malloc settings")
+@pytest.mark.parametrize("command", [None, _console_script()], ids=["python -m journal", "taskjournal"])
+def test_simulate_restarts_itself_without_glibcs_per_thread_caches(tmp_path, command):
+    # Thousands of node threads: the command turns glibc's per-thread caches
+    # off by starting itself again, whichever way it was started.
+    done = run("simulate", "--nodes", "3", "--tasks", "6", "--store", f"sqlite:///{tmp_path / 'j.db'}",
+               "--json", env=_without_malloc_settings(), command=command)
+    summary = json.loads(done.stdout)
+    assert summary["malloc"] == {"arenas_capped": True, "thread_caches_off": True}
+    assert sum(summary["by_status"].values()) == 6 and summary["bytes_missing"] == 0
+    table = run("simulate", "--nodes", "3", "--tasks", "6", "--store", "memory://",
+                env=_without_malloc_settings(), command=command).stdout
+    assert table.count("simulate: 6/6 tasks finished") == 1  # nothing said twice
+    assert "\nmalloc\t2 arenas, no per-thread caches\n" in table
+
+
+@pytest.mark.skipif(not _glibc(), reason="glibc's malloc settings")
+def test_simulate_leaves_the_operators_malloc_settings_alone(tmp_path):
+    env = {**_without_malloc_settings(), "GLIBC_TUNABLES": "glibc.malloc.tcache_count=3",
+           "MALLOC_ARENA_MAX": "4"}
+    done = run("simulate", "--nodes", "3", "--tasks", "6", "--store", "memory://", env=env)
+    assert "\nmalloc\tthe C library's defaults\n" in done.stdout
 
 
 def test_without_the_cli_extra_the_command_names_it():

@@ -122,3 +122,22 @@ def test_limit_arenas_caps_the_arenas_threads_get():
 def test_limit_arenas_leaves_the_operators_setting_alone(setting):
     capped, heaps = _arenas("1", setting)
     assert not capped and heaps > 1
+
+
+@pytest.mark.skipif(not _heap._glibc(), reason="glibc's tunables")
+def test_the_thread_caches_go_off_in_the_environment_to_restart_in():
+    off = _heap.NO_THREAD_CACHES
+    environ = {"PATH": "/bin"}
+    changed = _heap.environ_without_thread_caches(environ)
+    assert changed == {"PATH": "/bin", "GLIBC_TUNABLES": off} and environ == {"PATH": "/bin"}
+    assert _heap.thread_caches_off(changed) and not _heap.thread_caches_off(environ)
+    # Other tunables are kept, in glibc's colon-separated list.
+    changed = _heap.environ_without_thread_caches({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+    assert changed == {"GLIBC_TUNABLES": f"glibc.malloc.arena_max=2:{off}"}
+    assert _heap.thread_caches_off(changed)
+    # A process restarted once, or an operator's own tcache setting: left alone.
+    assert _heap.environ_without_thread_caches({"GLIBC_TUNABLES": off}) is None
+    assert _heap.environ_without_thread_caches(
+        {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=3"}) is None
+    assert not _heap.thread_caches_off({"GLIBC_TUNABLES": "glibc.malloc.tcache_count=3"})
+

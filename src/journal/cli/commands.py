@@ -15,7 +15,7 @@ from typing import Any, NoReturn, Optional, ParamSpec, TypeVar
 import click
 
 from journal import __version__
-from journal._heap import limit_arenas
+from journal._heap import limit_arenas, thread_caches_off
 from journal.buffer import IMPLEMENTATION
 from journal.cli.errors import (
     CommandError,
@@ -167,12 +167,14 @@ def simulate(nodes: int, tasks: int, store_url: str, restart_at: Optional[float]
     except ValueError as exc:
         raise UsageProblem(str(exc)) from None
     # A node is a thread: as a hub of thousands of threads should, cap the
-    # malloc arenas they would otherwise spread their free pages over.
-    limit_arenas(2)
+    # malloc arenas they would otherwise spread their free pages over (the
+    # per-thread caches went off when the command started: journal.cli).
+    capped = limit_arenas(2)
     with _Progress(out, tasks) as progress:
         summary = Simulation(settings, progress).run()
         # Every task has its final status now (the silent ones too): the bar says so.
         progress.finish(sum(summary["by_status"].values()))
+    summary["malloc"] = {"arenas_capped": capped, "thread_caches_off": thread_caches_off(os.environ)}
     if as_json:
         out.json(summary)
         return
@@ -229,6 +231,12 @@ class _Progress:
             self._bar.stop()
 
 
+def _malloc_setting(malloc: dict[str, bool]) -> str:
+    said = (["2 arenas"] if malloc["arenas_capped"] else []) + (
+        ["no per-thread caches"] if malloc["thread_caches_off"] else [])
+    return ", ".join(said) or "the C library's defaults"
+
+
 def _print_summary(out: Output, s: dict[str, Any]) -> None:
     statuses = [(status, count) for status, count in s["by_status"].items() if count]
     out.table("tasks by final status", ["status", "tasks"], statuses)
@@ -245,6 +253,7 @@ def _print_summary(out: Output, s: dict[str, Any]) -> None:
         ("error lines shown", f"{s['error_lines_shown']} of {s['error_lines']}"),
         ("append p50 / p99", f"{s['append_p50_ns'] / 1000:.1f} / {s['append_p99_ns'] / 1000:.1f} µs"),
         ("peak RSS", size(s["peak_rss_bytes"])),
+        ("malloc", _malloc_setting(s["malloc"])),
         ("lost tasks", f"{s['lost']} (silent nodes: {s['lost_expected']})"),
         ("tasks ended by the hub", s["ended_by_hub"]),
         ("lease", f"{s['lease_seconds']:g} s"),
