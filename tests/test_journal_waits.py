@@ -206,3 +206,29 @@ def test_follow_of_a_stream_never_written(journal):
         return [chunk async for chunk in journal.follow("t", "stderr")]
 
     assert asyncio.run(asyncio.wait_for(collect(), WAIT)) == []
+
+
+def test_a_task_nobody_waits_for_costs_the_collector_one_object(journal):
+    # A full garbage collection walks every tracked object of the process,
+    # on whichever thread triggers it (an event loop's, often): the journal
+    # adds one per task held (the Task; no empty waiter list), and memory://
+    # its row.
+    import gc
+
+    for n in range(50):
+        journal.register(f"warm-{n}", "node")
+    gc.collect()
+    before = len(gc.get_objects())
+    for n in range(2_000):
+        journal.register(f"t{n}", "node", meta={"kind": "build"})
+    gc.collect()
+    per_task = 2 if journal.store_url.startswith("memory") else 1
+    assert len(gc.get_objects()) - before <= 2_000 * (per_task + 0.1)
+
+    async def main():
+        waiter = asyncio.ensure_future(journal.wait_async("t7", timeout=5))
+        await asyncio.sleep(0.01)
+        journal.complete("t7", {"ok": True})
+        return await waiter
+
+    assert asyncio.run(main()).status is TaskStatus.COMPLETED

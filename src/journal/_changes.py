@@ -188,7 +188,7 @@ class Changes:
             if shard.entries.get(task.task_id) is task:
                 del shard.entries[task.task_id]
             self._end_registration(task)
-            waiters, task.async_waiters = task.async_waiters, []
+            waiters, task.async_waiters = task.async_waiters, None
         # A wait() that found the task while it was being committed looks
         # again, and hears that there is no such task.
         wake(task, waiters)
@@ -358,7 +358,7 @@ class Changes:
 
     def _apply(self, move: _Move) -> TaskRecord:
         task, target, changes, now = move.task, move.target, move.changes, move.now
-        waiters: list[AsyncWaiter] = []
+        waiters: Optional[list[AsyncWaiter]] = None
         with self._table.shard(task.task_id).lock:
             task.updated_at = now
             if target is None:
@@ -378,7 +378,7 @@ class Changes:
                 task.detached_until = None
                 for buf in task.streams.values():
                     buf.seal()
-                waiters, task.async_waiters = task.async_waiters, []
+                waiters, task.async_waiters = task.async_waiters, None
             del self._moving[task.task_id]
             move.gate.open()
         if target is not None and target.terminal:

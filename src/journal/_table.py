@@ -222,13 +222,13 @@ class TaskTable:
             del shard.entries[task.task_id]
         for buf in task.streams.values():
             buf.seal()
-        waiters, task.async_waiters = task.async_waiters, []
+        waiters, task.async_waiters = task.async_waiters, None
         wake(task, waiters)
 
     def take_waiters(self, task: Task) -> list[AsyncWaiter]:
         with self.shard(task.task_id).lock:
-            waiters, task.async_waiters = task.async_waiters, []
-        return waiters
+            waiters, task.async_waiters = task.async_waiters, None
+        return waiters or []
 
     # -- errors -----------------------------------------------------------------
 

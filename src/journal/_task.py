@@ -45,7 +45,9 @@ class Task:
         #: Made by the first sync waiter (most tasks never have one) and set
         #: at the terminal transition.
         self.done: Optional[threading.Event] = None
-        self.async_waiters: list[AsyncWaiter] = []
+        #: Made by the first async waiter: an empty list per task would be
+        #: one more object for every garbage collection to walk.
+        self.async_waiters: Optional[list[AsyncWaiter]] = None
         #: Sum of the streams' totals at the last sweep: growth means alive.
         self.seen_total = 0
         #: Stream name -> total covered by its last durable checkpoint.
@@ -108,10 +110,10 @@ def timeout_error(task: Task, seconds: Optional[float]) -> WaitTimeout:
     )
 
 
-def wake(task: Task, waiters: list[AsyncWaiter]) -> None:
+def wake(task: Task, waiters: Optional[list[AsyncWaiter]]) -> None:
     if task.done is not None:
         task.done.set()
-    for loop, future in waiters:
+    for loop, future in waiters or ():
         try:
             loop.call_soon_threadsafe(_resolve, future)
         except RuntimeError:

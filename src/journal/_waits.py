@@ -125,6 +125,8 @@ class Waits:
             if task.status.terminal or (held and shard.entries.get(task.task_id) is not task):
                 future.set_result(None)
                 return False
+            if task.async_waiters is None:
+                task.async_waiters = []
             task.async_waiters.append((loop, future))
             return True
 
@@ -132,10 +134,11 @@ class Waits:
         self, task: Task, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
     ) -> None:
         with self._table.shard(task.task_id).lock:
-            try:
-                task.async_waiters.remove((loop, future))
-            except ValueError:
-                pass
+            if task.async_waiters is not None:
+                try:
+                    task.async_waiters.remove((loop, future))
+                except ValueError:
+                    pass
 
     # -- following a stream --------------------------------------------------------
 
