@@ -12,13 +12,19 @@ share: on a shared, loaded machine the OS alone deschedules a thread for
 tens of milliseconds, and no journal can do better than that.  And the
 same ticker beside 64 coroutines that keep the loop as busy without any
 journal (``busy_stall_ms``, JSON round trips): what a busy loop alone sees.
+And the longest garbage collection during each burst (``gc_ms_rounds``): a
+full collection walks every object of the process, on the thread that
+triggers it, the loop's most often, and is most of any stall over a few ms.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
@@ -75,6 +81,24 @@ def _busy(seconds: float) -> float:
     return asyncio.run(main())
 
 
+@contextmanager
+def _longest_collection(longest: list[float]) -> Iterator[None]:
+    """Record in ``longest[0]`` the longest garbage collection meanwhile."""
+    started = [0.0]
+
+    def timing(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            longest[0] = max(longest[0], time.perf_counter() - started[0])
+
+    gc.callbacks.append(timing)
+    try:
+        yield
+    finally:
+        gc.callbacks.remove(timing)
+
+
 def _burst(journal, slices, via_thread: bool) -> float:
     """Register every id of ``slices`` (one coroutine each); return the
     loop's largest stall meanwhile, in seconds."""
@@ -105,6 +129,7 @@ def test_async_registrations(benchmark, per_op, impl, synchronous):
     total = 4_096 if synchronous == "normal" else 1_600
     opened = []
     stalls: list[float] = []
+    collections: list[float] = []
     idle: list[float] = []
     busy: list[float] = []
 
@@ -128,7 +153,10 @@ def test_async_registrations(benchmark, per_op, impl, synchronous):
 
             run_in_threads(work, slices)
         else:
-            stalls.append(_burst(registrar, slices, via_thread=impl == "to_thread64"))
+            longest = [0.0]
+            with _longest_collection(longest):
+                stalls.append(_burst(registrar, slices, via_thread=impl == "to_thread64"))
+            collections.append(longest[0])
 
     per_op(total)
     benchmark.pedantic(round_, setup=setup, rounds=3, iterations=1)
@@ -136,6 +164,7 @@ def test_async_registrations(benchmark, per_op, impl, synchronous):
     if stalls:
         benchmark.extra_info["loop_stall_ms"] = round(max(stalls) * 1e3, 2)
         benchmark.extra_info["loop_stall_ms_rounds"] = [round(s * 1e3, 2) for s in stalls]
+        benchmark.extra_info["gc_ms_rounds"] = [round(c * 1e3, 2) for c in collections]
         benchmark.extra_info["idle_stall_ms"] = round(max(idle) * 1e3, 2)
         benchmark.extra_info["busy_stall_ms"] = round(max(busy) * 1e3, 2)
 
