@@ -226,7 +226,8 @@ def test_simulate_restarts_itself_without_glibcs_per_thread_caches(tmp_path, com
     done = run("simulate", "--nodes", "3", "--tasks", "6", "--store", f"sqlite:///{tmp_path / 'j.db'}",
                "--json", env=_without_malloc_settings(), command=command)
     summary = json.loads(done.stdout)
-    assert summary["malloc"] == {"arenas_capped": True, "thread_caches_off": True}
+    assert summary["malloc"] == {"arenas_capped": True, "thread_caches_off": True,
+                                 "arena_max": None, "tunables": "glibc.malloc.tcache_count=0"}
     assert sum(summary["by_status"].values()) == 6 and summary["bytes_missing"] == 0
     table = run("simulate", "--nodes", "3", "--tasks", "6", "--store", "memory://",
                 env=_without_malloc_settings(), command=command).stdout
@@ -239,7 +240,14 @@ def test_simulate_leaves_the_operators_malloc_settings_alone(tmp_path):
     env = {**_without_malloc_settings(), "GLIBC_TUNABLES": "glibc.malloc.tcache_count=3",
            "MALLOC_ARENA_MAX": "4"}
     done = run("simulate", "--nodes", "3", "--tasks", "6", "--store", "memory://", env=env)
-    assert "\nmalloc\tthe C library's defaults\n" in done.stdout
+    assert ("\nmalloc\tMALLOC_ARENA_MAX=4, GLIBC_TUNABLES=glibc.malloc.tcache_count=3\n"
+            in done.stdout)
+    # Another tunable of the operator's is kept beside the one simulate adds.
+    env = {**_without_malloc_settings(), "GLIBC_TUNABLES": "glibc.malloc.arena_max=3"}
+    done = run("simulate", "--nodes", "3", "--tasks", "6", "--store", "memory://", "--json", env=env)
+    assert json.loads(done.stdout)["malloc"] == {
+        "arenas_capped": False, "thread_caches_off": True, "arena_max": None,
+        "tunables": "glibc.malloc.arena_max=3:glibc.malloc.tcache_count=0"}
 
 
 def test_without_the_cli_extra_the_command_names_it():

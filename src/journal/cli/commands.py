@@ -15,7 +15,7 @@ from typing import Any, NoReturn, Optional, ParamSpec, TypeVar
 import click
 
 from journal import __version__
-from journal._heap import limit_arenas, thread_caches_off
+from journal._heap import NO_THREAD_CACHES, limit_arenas, thread_caches_off
 from journal.buffer import IMPLEMENTATION
 from journal.cli.errors import (
     CommandError,
@@ -174,7 +174,13 @@ def simulate(nodes: int, tasks: int, store_url: str, restart_at: Optional[float]
         summary = Simulation(settings, progress).run()
         # Every task has its final status now (the silent ones too): the bar says so.
         progress.finish(sum(summary["by_status"].values()))
-    summary["malloc"] = {"arenas_capped": capped, "thread_caches_off": thread_caches_off(os.environ)}
+    summary["malloc"] = {
+        "arenas_capped": capped,
+        "thread_caches_off": thread_caches_off(os.environ),
+        # What an operator set instead, as glibc read it at start-up.
+        "arena_max": os.environ.get("MALLOC_ARENA_MAX"),
+        "tunables": os.environ.get("GLIBC_TUNABLES"),
+    }
     if as_json:
         out.json(summary)
         return
@@ -231,9 +237,16 @@ class _Progress:
             self._bar.stop()
 
 
-def _malloc_setting(malloc: dict[str, bool]) -> str:
-    said = (["2 arenas"] if malloc["arenas_capped"] else []) + (
-        ["no per-thread caches"] if malloc["thread_caches_off"] else [])
+def _malloc_setting(malloc: dict[str, Any]) -> str:
+    said = []
+    if malloc["arenas_capped"]:
+        said.append("2 arenas")
+    elif malloc["arena_max"]:
+        said.append(f"MALLOC_ARENA_MAX={malloc['arena_max']}")
+    if malloc["tunables"] and malloc["tunables"] != NO_THREAD_CACHES:
+        said.append(f"GLIBC_TUNABLES={malloc['tunables']}")
+    elif malloc["thread_caches_off"]:
+        said.append("no per-thread caches")
     return ", ".join(said) or "the C library's defaults"
 
 
