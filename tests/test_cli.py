@@ -285,3 +285,21 @@ def test_simulate_and_read_commands_on_redis(redis_url):
     assert gone["expired"] == 20
     expired = run("show", rows[0]["task_id"], "--store", redis_url, check=False)
     assert expired.returncode == 1 and "expired" in expired.stderr
+
+
+
+def test_a_run_that_ends_between_two_looks_still_says_where_it_ended(capsys):
+    # The nodes all end between two looks at them: the last look saw 5 of 6,
+    # and nothing looks again. The last line comes from finish(), once.
+    from journal.cli.commands import _Progress
+    from journal.cli.output import Output
+
+    with _Progress(Output(False), 6) as progress:
+        progress(5, 6, "")
+        progress.finish(6)
+    with _Progress(Output(False), 6) as progress:
+        progress(6, 6, "")
+        progress.finish(6)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["simulate: 5/6 tasks finished", "simulate: 6/6 tasks finished",
+                     "simulate: 6/6 tasks finished"]

@@ -215,6 +215,11 @@ class _Progress:
     def finish(self, done: int) -> None:
         if self._bar is not None:
             self._bar.update(self._task, completed=done, description="")
+        elif not self.out.as_json and done * 10 // max(self.total, 1) != self._last_tenth:
+            # A run that ended between two looks (or before the first) still
+            # says where it ended.
+            self._last_tenth = done * 10 // max(self.total, 1)
+            print(f"simulate: {done}/{self.total} tasks finished", flush=True)
 
     def update(self, done: int, total: int, note: str) -> None:
         if self._bar is not None:
