@@ -212,7 +212,7 @@ def test_a_task_nobody_waits_for_costs_the_collector_one_object(journal):
     # A full garbage collection walks every tracked object of the process,
     # on whichever thread triggers it (an event loop's, often): the journal
     # adds one per task held (the Task; no empty waiter list), and memory://
-    # its row.
+    # its row; where every dict is tracked, the Task's two empty ones too.
     import gc
 
     for n in range(50):
@@ -223,6 +223,8 @@ def test_a_task_nobody_waits_for_costs_the_collector_one_object(journal):
         journal.register(f"t{n}", "node", meta={"kind": "build"})
     gc.collect()
     per_task = 2 if journal.store_url.startswith("memory") else 1
+    if gc.is_tracked({}):
+        per_task += 2  # CPython 3.14 on tracks every dict: the Task's two empty ones
     assert len(gc.get_objects()) - before <= 2_000 * (per_task + 0.1)
 
     async def main():
