@@ -303,3 +303,30 @@ def test_a_run_that_ends_between_two_looks_still_says_where_it_ended(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["simulate: 5/6 tasks finished", "simulate: 6/6 tasks finished",
                      "simulate: 6/6 tasks finished"]
+
+
+def test_only_the_command_itself_restarts(tmp_path):
+    from journal.cli import _started_as_the_command
+
+    script = _console_script()[0]
+    assert _started_as_the_command(["python", "-m", "journal", "simulate"])
+    assert _started_as_the_command(["python", "-X", "dev", "-I", "-m", "journal", "simulate"])
+    assert _started_as_the_command(["python", script, "simulate"])
+    assert not _started_as_the_command(["python", "-m", "pdb", "-m", "journal", "simulate"])
+    assert not _started_as_the_command(["python", "-c", "main()", "simulate"])
+    assert not _started_as_the_command(["python", "-", "simulate"])
+    assert not _started_as_the_command(["python", str(tmp_path / "wrap.py"), "simulate"])
+
+
+@pytest.mark.skipif(not _glibc(), reason="glibc's malloc settings")
+def test_a_wrapper_runs_once_and_a_restarted_command_never_restarts_again():
+    # What ran before main() is not run twice: no restart from -c.
+    code = "print('before main'); from journal.cli import main; main()"
+    done = run("simulate", "--nodes", "3", "--tasks", "6", "--store", "memory://",
+               env=_without_malloc_settings(), command=[sys.executable, "-c", code])
+    assert done.stdout.count("before main") == 1
+    assert "\nmalloc\t2 arenas\n" in done.stdout
+    # The marker of a restart: whatever glibc did with the tunable, no second one.
+    done = run("simulate", "--nodes", "3", "--tasks", "6", "--store", "memory://",
+               env={**_without_malloc_settings(), "TASKJOURNAL_RESTARTED": "1"})
+    assert "\nmalloc\t2 arenas\n" in done.stdout
