@@ -102,10 +102,6 @@ def environ_without_thread_caches(environ: Mapping[str, str]) -> Optional[dict[s
     glibc reads the setting only when a process starts."""
     if not _glibc():
         return None
-    if os.getuid() != os.geteuid() or os.getgid() != os.getegid():
-        # A set-id start: glibc drops such tunables there, and a process that
-        # never finds its setting would start itself again without end.
-        return None
     tunables = environ.get("GLIBC_TUNABLES", "")
     if "glibc.malloc.tcache" in tunables:
         return None

@@ -74,9 +74,11 @@ def _started_as_the_command(orig_argv: list[str]) -> bool:
     for arg in rest:
         if arg == "-m":
             return next(rest, None) == "journal"
+        if arg in ("-c", "-"):
+            return False  # code of the caller's own, run before main()
         if arg in _OPTIONS_WITH_VALUE:
             next(rest, None)
-        elif arg == "-c" or arg == "-" or not arg.startswith("-"):
+        elif not arg.startswith("-"):
             name = os.path.basename(arg)
             return name in ("taskjournal", "taskjournal.exe") and os.path.isfile(arg)
     return False
