@@ -78,3 +78,23 @@ def test_append_with_highlights(benchmark, per_op, mode, impl, size, tasks):
             buf.append(chunk)
 
     benchmark.pedantic(work, setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("impl", ["c"])
+def test_scan_alone(benchmark, per_op, impl):
+    """The scanner's own cost, with nothing else in the way: the whole log in
+    one append to a buffer with no head and a 64-byte tail, so every byte is
+    scanned straight from the caller's bytes, in cache, and none is copied
+    into a ring.  ``report.py`` sets it beside what the 0.8x target at 1 KB x
+    1,000 tasks leaves for the scan: a quarter of the append without rules."""
+    benchmark.group = "highlight scan alone, ns per KB"
+    cls = buffer_class(impl)
+    rules = HighlightRules()
+    per_op(len(LOG) / 1024)
+
+    def work():
+        buf = cls(0, 64, rules)
+        buf.append(LOG)
+        buf.highlights()  # nothing left waiting in the window
+
+    benchmark.pedantic(work, rounds=ROUNDS * 2, iterations=1, warmup_rounds=1)
