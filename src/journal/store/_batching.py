@@ -3,7 +3,9 @@
 The first caller to arrive does the work for everyone: it takes what is
 queued, hands it to the store in one go (one SQLite commit, one Redis
 pipeline), then does the same for whatever queued up meanwhile, and wakes
-each caller once its part is done.  A lone caller pays no thread hand-off.
+each caller once its part is done.  A lone caller pays no thread hand-off,
+and no queue or lock of its own either: finding nothing queued and nobody
+leading, it leads at once, its own job first in the batch.
 Whatever queues while a batch is in the store (an fsync, a round trip) is
 the next batch: batches grow with the wait.
 
@@ -55,6 +57,18 @@ class Job:
         self.done.acquire()
         self.result: Any = None
         self.error: Optional[BaseException] = None
+
+
+class _Led(Job):
+    """The job of a caller that leads the batch it is in: it waits on
+    nothing, so it has no lock."""
+
+    __slots__ = ()
+
+    def __init__(self, payload: Any) -> None:  # no Job.__init__: no lock
+        self.payload = payload
+        self.result = None
+        self.error = None
 
 
 class AsyncJob(Job):
@@ -109,6 +123,11 @@ class Batcher:
     def _submit(self, payload: Any) -> Job:
         """Queue ``payload``, lead while nobody else does, and return its
         job once the outcome is set."""
+        if self._queue.empty() and self._leader.acquire(blocking=False):
+            # Nobody waits and nobody leads: lead now, with our job first.
+            led = _Led(payload)
+            self._lead_acquired(led)
+            return led
         job = Job(payload)
         self._queue.put(job)
         self._lead_if_free()
@@ -169,21 +188,29 @@ class Batcher:
 
     def _lead_if_free(self) -> None:
         while self._leader.acquire(blocking=False):
-            finished: list[AsyncJob] = []
-            try:
-                self._lead(finished)
-            finally:
-                self._leader.release()
-                if finished:
-                    if threading.current_thread() is self._committer or self._stopping:
-                        self._deliver(finished)
-                    else:
-                        self._handoff.put(finished)
-                        self._bell.set()
+            self._lead_acquired()
             # A job queued after our last look, whose owner found us still
             # leading, would wait for its next look: look again now.
             if self._queue.empty():
                 break
+
+    def _lead_acquired(self, led: Optional[_Led] = None) -> None:
+        """Lead one batch (``led`` first in it, if given), holding the
+        leadership, then give it up; then, if ``led`` was given, lead on
+        while jobs are queued, as ``_lead_if_free``."""
+        finished: list[AsyncJob] = []
+        try:
+            self._lead(finished, led)
+        finally:
+            self._leader.release()
+            if finished:
+                if threading.current_thread() is self._committer or self._stopping:
+                    self._deliver(finished)
+                else:
+                    self._handoff.put(finished)
+                    self._bell.set()
+        if led is not None and not self._queue.empty():
+            self._lead_if_free()
 
     def _queued(self, job: Job) -> None:
         """Called after queueing, before waiting (for a store being closed)."""
@@ -191,12 +218,17 @@ class Batcher:
     def _queued_async(self, job: AsyncJob) -> None:
         """Called after queueing an async job (for a store being closed)."""
 
-    def _lead(self, finished: list[AsyncJob]) -> None:
-        """Run one batch; its async jobs go to ``finished``, for delivery
-        once the leadership is given up."""
-        batch = self._take(self.limit)
-        if not batch:
-            return
+    def _lead(self, finished: list[AsyncJob], led: Optional[_Led] = None) -> None:
+        """Run one batch (``led``, the leader's own job, first); its async
+        jobs go to ``finished``, for delivery once the leadership is given up."""
+        if led is None:
+            batch = self._take(self.limit)
+            if not batch:
+                return
+        else:
+            batch = [led]
+            if not self._queue.empty():
+                batch += self._take(self.limit - 1)
         try:
             self._run(batch)
         except BaseException as exc:
@@ -212,10 +244,12 @@ class Batcher:
     @staticmethod
     def _release(batch: list[Job], finished: list[AsyncJob]) -> None:
         for job in batch:
-            if type(job) is Job:
+            kind = type(job)
+            if kind is Job:
                 job.done.release()
-            else:
-                finished.append(job)  # type: ignore[arg-type]  # the one other kind
+            elif kind is AsyncJob:
+                finished.append(job)  # type: ignore[arg-type]  # just checked
+            # a _Led job's caller is the leader: nobody to wake
 
     def _deliver(self, finished: list[AsyncJob]) -> None:
         """Finish each async job here, then settle each loop's futures with
