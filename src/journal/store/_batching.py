@@ -49,7 +49,7 @@ TAKEOVER = 0.05
 class Job:
     """One caller's part of a batch, and its outcome."""
 
-    __slots__ = ("payload", "done", "result", "error")
+    __slots__ = ("payload", "done", "result", "error", "finished", "next")
 
     def __init__(self, payload: Any) -> None:
         self.payload = payload
@@ -57,6 +57,10 @@ class Job:
         self.done.acquire()
         self.result: Any = None
         self.error: Optional[BaseException] = None
+        #: Set with the outcome, before any waiter of the batch is woken.
+        self.finished = False
+        #: The caller of the same batch that this one's caller wakes.
+        self.next: Optional[Job] = None
 
 
 class _Led(Job):
@@ -124,18 +128,26 @@ class Batcher:
         """Queue ``payload``, lead while nobody else does, and return its
         job once the outcome is set."""
         if self._queue.empty() and self._leader.acquire(blocking=False):
-            # Nobody waits and nobody leads: lead now, with our job first.
+            # Nobody waits and nobody leads: lead now, with our job first
+            # (then on, as _lead_if_free, while jobs are queued).
             led = _Led(payload)
             self._lead_acquired(led)
+            if not self._queue.empty():
+                self._lead_if_free()
             return led
         job = Job(payload)
         self._queue.put(job)
-        self._lead_if_free()
+        self._lead_if_free(job)
         self._queued(job)
         while not job.done.acquire(timeout=TAKEOVER):
+            if job.finished:
+                break  # the caller before us in the chain did not wake us
             # Still waiting: if our leader was interrupted, nobody leads.
             if not self._queue.empty():
-                self._lead_if_free()
+                self._lead_if_free(job)
+        following = job.next
+        if following is not None:
+            following.done.release()
         return job
 
     def _submit_async(self, job: AsyncJob) -> None:
@@ -186,21 +198,20 @@ class Batcher:
         # awaiting coroutine is left without its outcome.
         self._deliver_handed_off()
 
-    def _lead_if_free(self) -> None:
+    def _lead_if_free(self, own: Optional[Job] = None) -> None:
         while self._leader.acquire(blocking=False):
-            self._lead_acquired()
+            self._lead_acquired(own=own)
             # A job queued after our last look, whose owner found us still
             # leading, would wait for its next look: look again now.
             if self._queue.empty():
                 break
 
-    def _lead_acquired(self, led: Optional[_Led] = None) -> None:
+    def _lead_acquired(self, led: Optional[_Led] = None, own: Optional[Job] = None) -> None:
         """Lead one batch (``led`` first in it, if given), holding the
-        leadership, then give it up; then, if ``led`` was given, lead on
-        while jobs are queued, as ``_lead_if_free``."""
+        leadership, then give it up; ``own`` is the leader's queued job."""
         finished: list[AsyncJob] = []
         try:
-            self._lead(finished, led)
+            self._lead(finished, led, own)
         finally:
             self._leader.release()
             if finished:
@@ -209,8 +220,6 @@ class Batcher:
                 else:
                     self._handoff.put(finished)
                     self._bell.set()
-        if led is not None and not self._queue.empty():
-            self._lead_if_free()
 
     def _queued(self, job: Job) -> None:
         """Called after queueing, before waiting (for a store being closed)."""
@@ -218,7 +227,8 @@ class Batcher:
     def _queued_async(self, job: AsyncJob) -> None:
         """Called after queueing an async job (for a store being closed)."""
 
-    def _lead(self, finished: list[AsyncJob], led: Optional[_Led] = None) -> None:
+    def _lead(self, finished: list[AsyncJob], led: Optional[_Led] = None,
+              own: Optional[Job] = None) -> None:
         """Run one batch (``led``, the leader's own job, first); its async
         jobs go to ``finished``, for delivery once the leadership is given up."""
         if led is None:
@@ -239,17 +249,34 @@ class Batcher:
                     job.error = self._interrupted(exc)
             raise
         finally:
-            self._release(batch, finished)
+            self._release(batch, finished, own)
 
     @staticmethod
-    def _release(batch: list[Job], finished: list[AsyncJob]) -> None:
+    def _release(batch: list[Job], finished: list[AsyncJob], own: Optional[Job] = None) -> None:
+        """Wake the batch's callers: the first, which wakes the next as
+        soon as it runs, and so on (woken all at once, they would all queue
+        for the GIL, each to sleep once more); the leader's ``own`` job has
+        its caller awake already.  Async jobs go to ``finished``."""
+        chain: list[Job] = []
         for job in batch:
             kind = type(job)
             if kind is Job:
-                job.done.release()
+                if job is not own:
+                    chain.append(job)
             elif kind is AsyncJob:
                 finished.append(job)  # type: ignore[arg-type]  # just checked
             # a _Led job's caller is the leader: nobody to wake
+        for before, after in zip(chain, chain[1:]):
+            before.next = after
+        # Linked first: a caller that looks on its own (TAKEOVER) and finds
+        # its job finished wakes the next one itself.
+        for job in chain:
+            job.finished = True
+        if own is not None and type(own) is Job:
+            own.finished = True
+            own.done.release()
+        if chain:
+            chain[0].done.release()
 
     def _deliver(self, finished: list[AsyncJob]) -> None:
         """Finish each async job here, then settle each loop's futures with
