@@ -167,7 +167,8 @@ class Changes:
         commit is made without the shard lock, so that the registrations of
         one shard share a group commit instead of queueing behind each other."""
         table = self._table
-        table.check_open()
+        if table.closed or table.forked:
+            raise table.closed_error()
         check_id("task id", task_id)
         check_id("node id", node_id)
         meta_json = None if meta is None else encode_json("meta", task_id, meta)

@@ -36,30 +36,30 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 
-def _compiled_encode() -> Optional[Callable[[Any], str]]:
-    """``_ENCODER.encode`` without its two Python frames: the compiled
-    encoder it makes on every call, made here the same way (fresh markers
-    for the circular-reference check each time), and used only if it agrees
-    with ``_ENCODER`` on a probe; None where there is no compiled encoder
-    (then ``_ENCODER.encode`` is used)."""
-    make = getattr(json.encoder, "c_make_encoder", None)
+def _compiled_encoder() -> Optional[Callable[..., Any]]:
+    """What ``_ENCODER.encode`` calls, to call it without its two Python
+    frames: the compiled encoder maker, which ``encode_json`` calls as
+    ``JSONEncoder.iterencode`` does (fresh markers for the check of circular
+    references each time).  Used only if it agrees with ``_ENCODER`` on a
+    probe; None where there is none (then ``_ENCODER.encode`` is called)."""
+    make: Optional[Callable[..., Any]] = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
         return None
-    default, ascii_text, join = _ENCODER.default, json.encoder.encode_basestring_ascii, "".join
-
-    def encode(value: Any) -> str:
-        return join(make({}, default, ascii_text, None, ":", ",", False, False, False)(value, 0))
-
     probe = {"a": [1, 2.5, "\u00e9\n", None, True], "b": {"c": -1e300}, "d": "x"}
     try:
-        if encode(probe) == _ENCODER.encode(probe) and encode("s") == _ENCODER.encode("s"):
-            return encode
+        for value in (probe, "s", 1):
+            chunks = make({}, *_ENCODER_ARGS)(value, 0)
+            if "".join(chunks) != _ENCODER.encode(value):
+                return None
     except Exception:  # noqa: BLE001 - another Python's encoder: use the plain one
-        pass
-    return None
+        return None
+    return make
 
 
-_ENCODE = _compiled_encode() or _ENCODER.encode
+#: ``_ENCODER``'s settings, in the order the compiled encoder takes them.
+_ENCODER_ARGS = (_ENCODER.default, json.encoder.encode_basestring_ascii, None, ":", ",",
+                 False, False, False)
+_MAKE_ENCODER = _compiled_encoder()
 #: ``json.loads`` less its checks around the scan, for JSON this module has
 #: just encoded (no whitespace, no BOM, valid by construction).
 _DECODER: Any = json.decoder.JSONDecoder()  # typeshed leaves out its scan_once
@@ -104,7 +104,9 @@ def encode_json(what: str, task_id: str, value: Any) -> Optional[str]:
     if value is None:
         return None
     try:
-        return _ENCODE(value)
+        if _MAKE_ENCODER is not None:
+            return "".join(_MAKE_ENCODER({}, *_ENCODER_ARGS)(value, 0))
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(
             f"task {task_id!r}: {what} must be JSON-serialisable ({exc}); "

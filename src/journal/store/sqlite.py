@@ -462,7 +462,9 @@ class SQLiteStore:
         *,
         new: bool = False,
     ) -> None:
-        error = self._ready().submit(_task_ops(row, streams, new))
+        ops: list[_Op] = (_task_ops(row, streams, new) if streams
+                          else [(_INSERT_TASK if new else _UPSERT_TASK, row)])
+        error = self._ready().submit(ops)
         if error is not None:
             raise self._outcome(error, row.task_id if new else None)
 
@@ -717,22 +719,25 @@ class _GroupCommit(Batcher):
     def _commit(self, batch: list[Job]) -> Optional[BaseException]:
         conn = self._conn
         payload = batch[0].payload
-        # One job of one row (a lone registration) needs no grouping.
-        runs = [(payload[0][0], [payload[0][1]])] if len(batch) == 1 and len(payload) == 1 \
-            else _grouped(batch)
         try:
             if conn.in_transaction:  # a ROLLBACK that failed, last time
                 conn.execute("ROLLBACK")
-            if len(runs) == 1 and len(_statement_sizes(*runs[0])) == 1:
-                # One statement is a transaction of its own: no BEGIN and
-                # COMMIT, each of which is one more trip out of the GIL
-                # (and, with many threads, back in after them).
-                _execute_run(conn, *runs[0])
+            if len(batch) == 1 and len(payload) == 1:
+                # One write of one row (a lone registration): one statement,
+                # nothing to group.
+                conn.execute(*payload[0])
             else:
-                conn.execute("BEGIN IMMEDIATE")
-                for sql, rows in runs:
-                    _execute_run(conn, sql, rows)
-                conn.execute("COMMIT")
+                runs = _grouped(batch)
+                if len(runs) == 1 and len(_statement_sizes(*runs[0])) == 1:
+                    # One statement is a transaction of its own: no BEGIN and
+                    # COMMIT, each of which is one more trip out of the GIL
+                    # (and, with many threads, back in after them).
+                    _execute_run(conn, *runs[0])
+                else:
+                    conn.execute("BEGIN IMMEDIATE")
+                    for sql, rows in runs:
+                        _execute_run(conn, sql, rows)
+                    conn.execute("COMMIT")
         except BaseException as exc:
             # Whatever it was (a bad value, KeyboardInterrupt), the
             # transaction must not outlive it: the next caller's BEGIN would fail.
