@@ -222,8 +222,7 @@ def test_padded_statements_keep_streams_forward_only_and_clear_stale_rows(sqlite
         newer, older = _Snap(buffer_cls, 500), _Snap(buffer_cls, 100)
         store.put_streams([(f"t{n}", "stdout", newer.data) for n in range(3)])
         calls = [lambda: store.put_task(_row("lead"), new=True)]
-        # Three stream rows (a statement of four) that are all older, and a
-        # stale row of an id registered in the same batch.
+        # Three stream rows in one batch, all older than the stored ones.
         calls += [lambda n=n: store.put_streams([(f"t{n}", "stdout", older.data)]) for n in range(3)]
         sizes, outcomes = _in_one_batch(store, calls)
         assert sizes == [1, 3] and outcomes == [None] * 4

@@ -790,11 +790,20 @@ _GROUP_ORDER = (_INSERT_TASK, _UPSERT_TASK, _UPSERT_STREAM)
 #: The NULLs that pad a statement's unused rows.
 _PADDING = (None,) * (_CHUNK * 10)
 #: The text of each multi-row statement, by statement and size.
+#: Stream rows are not padded: each of their statements is a plain
+#: ``VALUES`` list of exactly its rows (a checkpoint pass, which writes them,
+#: is no caller waiting at 16 threads, and its 40 KB snapshots are best not
+#: sent through a subquery).
 _TEXTS = {
     (sql, 1 << power): head + ",".join([group] * (1 << power)) + tail
-    for sql, (head, group, tail, _) in _MULTI_ROW.items()
-    for power in range(1, (_STREAM_CHUNK if sql == _UPSERT_STREAM else _CHUNK).bit_length())
+    for sql, (head, group, tail, _) in _MULTI_ROW.items() if sql != _UPSERT_STREAM
+    for power in range(1, _CHUNK.bit_length())
 }
+_TEXTS.update({
+    (_UPSERT_STREAM, 1 << power): _UPSERT_STREAM.replace(
+        "VALUES (?,?,?,?)", "VALUES " + ",".join(["(?,?,?,?)"] * (1 << power)))
+    for power in range(1, _STREAM_CHUNK.bit_length())
+})
 _chain = itertools.chain.from_iterable
 
 
@@ -838,14 +847,20 @@ def _statement_sizes(sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
     each where there is no multi-row form, else chunks of the largest size
     and then one statement of the next power of two for the rest, padded,
     so that a few statement texts (seven at most) serve every batch and a
-    run up to the largest size is one statement.  With a text for every
-    size, the 192 of them did not fit sqlite3's cache of 128, and each kept
-    the values last bound to it."""
+    run up to the largest size is one statement; stream rows, unpadded,
+    in powers of two.  With a text for every size, the 192 of them did not
+    fit sqlite3's cache of 128, and each kept the values last bound to it."""
     if sql not in _MULTI_ROW:
         return [1] * len(rows)
-    largest = _STREAM_CHUNK if sql == _UPSERT_STREAM else _CHUNK
-    full, left = divmod(len(rows), largest)
-    sizes = [largest] * full
+    if sql == _UPSERT_STREAM:
+        sizes, left = [], len(rows)
+        while left:
+            size = _STREAM_CHUNK if left >= _STREAM_CHUNK else 1 << (left.bit_length() - 1)
+            sizes.append(size)
+            left -= size
+        return sizes
+    full, left = divmod(len(rows), _CHUNK)
+    sizes = [_CHUNK] * full
     if left:
         sizes.append(1 << (left - 1).bit_length())
     return sizes
