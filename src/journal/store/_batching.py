@@ -258,10 +258,13 @@ class Batcher:
         for the GIL, each to sleep once more); the leader's ``own`` job has
         its caller awake already.  Async jobs go to ``finished``."""
         chain: list[Job] = []
+        own_here = False  # with more than ``limit`` jobs ahead, the leader's is not
         for job in batch:
             kind = type(job)
             if kind is Job:
-                if job is not own:
+                if job is own:
+                    own_here = True
+                else:
                     chain.append(job)
             elif kind is AsyncJob:
                 finished.append(job)  # type: ignore[arg-type]  # just checked
@@ -272,9 +275,11 @@ class Batcher:
         # its job finished wakes the next one itself.
         for job in chain:
             job.finished = True
-        if own is not None and type(own) is Job:
-            own.finished = True
-            own.done.release()
+        if own_here:
+            # Only a batch that ran it: another batch's leader finishing it
+            # would return the caller's change before its commit.
+            own.finished = True  # type: ignore[union-attr]  # own_here: not None
+            own.done.release()  # type: ignore[union-attr]
         if chain:
             chain[0].done.release()
 
