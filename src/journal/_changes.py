@@ -40,8 +40,9 @@ from journal._task import AsyncWaiter, Task, wake
 from journal.errors import DuplicateTask, InvalidTransition, OwnedElsewhere
 from journal.lifecycle import TaskStatus, check_transition
 from journal.records import StreamView, TaskRecord
+from journal.registry import Shard
 from journal.store.base import SharedStore, Snapshotable, TaskRow, put_task_async
-from journal.validation import check_deadline, check_id, decode_result, encode_json
+from journal.validation import check_deadline, check_id, decode_own_json, encode_json
 
 __all__ = ["Changes"]
 
@@ -50,18 +51,29 @@ _NO_STREAMS: MappingProxyType[str, StreamView] = MappingProxyType({})
 
 class _Gate:
     """Open once a task's change in flight is applied or undone; a change
-    that found it closed waits here, then begins again."""
+    that found it closed waits here, then begins again.
+
+    Nearly every change has no one waiting for it: the event and the list
+    of async waiters are made by the first waiter of each kind (under the
+    shard lock, like ``open``, so none is made after the gate opened)."""
 
     __slots__ = ("event", "waiters")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
-        self.waiters: list[AsyncWaiter] = []
+        self.event: Optional[threading.Event] = None
+        self.waiters: Optional[list[AsyncWaiter]] = None
+
+    def waiter_event(self) -> threading.Event:
+        """Under the task's shard lock."""
+        if self.event is None:
+            self.event = threading.Event()
+        return self.event
 
     def open(self) -> None:
         """Under the task's shard lock."""
-        self.event.set()
-        for loop, future in self.waiters:
+        if self.event is not None:
+            self.event.set()
+        for loop, future in self.waiters or ():
             try:
                 loop.call_soon_threadsafe(_resolve, future)
             except RuntimeError:
@@ -122,7 +134,7 @@ class Changes:
 
     def register(self, task_id: str, node_id: str, meta: Optional[dict[str, Any]],
                  deadline: Optional[float]) -> TaskRecord:
-        task, row = self._claim(task_id, node_id, meta, deadline)
+        task, row, shard = self._claim(task_id, node_id, meta, deadline)
         try:
             # The store refuses ids it holds (finished tasks the registry
             # let go of) with DuplicateTask too.
@@ -130,17 +142,17 @@ class Changes:
         except BaseException:
             self._unclaim(task)
             raise
-        return self._registered(task)
+        return self._registered(task, shard)
 
     async def register_async(self, task_id: str, node_id: str, meta: Optional[dict[str, Any]],
                              deadline: Optional[float]) -> TaskRecord:
-        task, row = self._claim(task_id, node_id, meta, deadline)
+        task, row, shard = self._claim(task_id, node_id, meta, deadline)
 
         def finish(error: Optional[BaseException]) -> TaskRecord:
             if error is not None:
                 self._unclaim(task)
                 raise error
-            return self._registered(task)
+            return self._registered(task, shard)
 
         try:
             future = put_task_async(self._table.store, row, new=True, finish=finish)
@@ -150,16 +162,17 @@ class Changes:
         return await future
 
     def _claim(self, task_id: str, node_id: str, meta: Optional[dict[str, Any]],
-               deadline: Optional[float]) -> tuple[Task, TaskRow]:
+               deadline: Optional[float]) -> tuple[Task, TaskRow, Shard[Task]]:
         """Check the arguments, and claim the id in the registry: the
         commit is made without the shard lock, so that the registrations of
         one shard share a group commit instead of queueing behind each other."""
         table = self._table
-        table.check_open()
+        if table.closed or table.forked:
+            raise table.closed_error()
         check_id("task id", task_id)
         check_id("node id", node_id)
-        meta_json = encode_json("meta", task_id, meta)
-        relative = check_deadline(task_id, deadline)
+        meta_json = None if meta is None else encode_json("meta", task_id, meta)
+        relative = None if deadline is None else check_deadline(task_id, deadline)
         now = table.clock()
         row = TaskRow(task_id, node_id, "pending", meta_json, None, None, now, now, None,
                       None if relative is None else now + relative)
@@ -180,7 +193,7 @@ class Changes:
             task.registering = True
             self._moving[task_id] = _Gate()
         task.owner = self._ownership.replica
-        return task, row
+        return task, row, shard
 
     def _unclaim(self, task: Task) -> None:
         shard = self._table.shard(task.task_id)
@@ -200,12 +213,14 @@ class Changes:
         if gate is not None:
             gate.open()
 
-    def _registered(self, task: Task) -> TaskRecord:
-        with self._table.shard(task.task_id).lock:
+    def _registered(self, task: Task, shard: Shard[Task]) -> TaskRecord:
+        """The record of a registration just committed; ``shard`` is the task's."""
+        with shard.lock:
             self._end_registration(task)
         self._table.nodes.renew(task.node_id, task.created_at)
-        # A new task has no streams and nothing to decode but its meta.
-        meta = None if task.meta_json is None else decode_result(task.meta_json)
+        # A new task has no streams and nothing to decode but its meta,
+        # which encode_json made just now.
+        meta = None if task.meta_json is None else decode_own_json(task.meta_json)
         return TaskRecord(
             task.task_id, task.node_id, TaskStatus.PENDING, None, None, meta,
             task.created_at, task.created_at, None, task.deadline, False, _NO_STREAMS,
@@ -286,8 +301,10 @@ class Changes:
             gate = self._moving.get(task_id)
             if gate is not None:
                 if loop is None:
-                    return gate.event
+                    return gate.waiter_event()
                 future: asyncio.Future[None] = loop.create_future()
+                if gate.waiters is None:
+                    gate.waiters = []
                 gate.waiters.append((loop, future))
                 return future
             if target is None:

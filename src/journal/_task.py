@@ -17,6 +17,10 @@ __all__ = ["AsyncWaiter", "Deadline", "Task", "describe", "final_record", "timeo
 
 AsyncWaiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 
+#: Each status by its stored value: a dict read, where TaskStatus(value)
+#: is a call through the enum machinery on every task made.
+_STATUS_OF: dict[object, TaskStatus] = {status.value: status for status in TaskStatus}
+
 
 class Task:
     """One task as the journal holds it; changed under its shard's lock."""
@@ -31,7 +35,10 @@ class Task:
     def __init__(self, row: TaskRow) -> None:
         self.task_id = row.task_id
         self.node_id = row.node_id
-        self.status = TaskStatus(row.status)
+        try:
+            self.status = _STATUS_OF[row.status]
+        except (KeyError, TypeError):
+            self.status = TaskStatus(row.status)  # raises ValueError, as it always did
         self.meta_json = row.meta_json
         self.result = row.result
         self.error = row.error

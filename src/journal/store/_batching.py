@@ -3,7 +3,9 @@
 The first caller to arrive does the work for everyone: it takes what is
 queued, hands it to the store in one go (one SQLite commit, one Redis
 pipeline), then does the same for whatever queued up meanwhile, and wakes
-each caller once its part is done.  A lone caller pays no thread hand-off.
+each caller once its part is done.  A lone caller pays no thread hand-off,
+and no queue or lock of its own either: finding nothing queued and nobody
+leading, it leads at once, its own job first in the batch.
 Whatever queues while a batch is in the store (an fsync, a round trip) is
 the next batch: batches grow with the wait.
 
@@ -47,7 +49,7 @@ TAKEOVER = 0.05
 class Job:
     """One caller's part of a batch, and its outcome."""
 
-    __slots__ = ("payload", "done", "result", "error")
+    __slots__ = ("payload", "done", "result", "error", "finished", "next")
 
     def __init__(self, payload: Any) -> None:
         self.payload = payload
@@ -55,6 +57,22 @@ class Job:
         self.done.acquire()
         self.result: Any = None
         self.error: Optional[BaseException] = None
+        #: Set with the outcome, before any waiter of the batch is woken.
+        self.finished = False
+        #: The caller of the same batch that this one's caller wakes.
+        self.next: Optional[Job] = None
+
+
+class _Led(Job):
+    """The job of a caller that leads the batch it is in: it waits on
+    nothing, so it has no lock."""
+
+    __slots__ = ()
+
+    def __init__(self, payload: Any) -> None:  # no Job.__init__: no lock
+        self.payload = payload
+        self.result = None
+        self.error = None
 
 
 class AsyncJob(Job):
@@ -109,14 +127,27 @@ class Batcher:
     def _submit(self, payload: Any) -> Job:
         """Queue ``payload``, lead while nobody else does, and return its
         job once the outcome is set."""
-        job = Job(payload)
-        self._queue.put(job)
-        self._lead_if_free()
-        self._queued(job)
-        while not job.done.acquire(timeout=TAKEOVER):
-            # Still waiting: if our leader was interrupted, nobody leads.
+        if self._queue.empty() and self._leader.acquire(blocking=False):
+            # Nobody waits and nobody leads: lead now, with our job first
+            # (then on, as _lead_if_free, while jobs are queued).
+            led = _Led(payload)
+            self._lead_acquired(led)
             if not self._queue.empty():
                 self._lead_if_free()
+            return led
+        job = Job(payload)
+        self._queue.put(job)
+        self._lead_if_free(job)
+        self._queued(job)
+        while not job.done.acquire(timeout=TAKEOVER):
+            if job.finished:
+                break  # the caller before us in the chain did not wake us
+            # Still waiting: if our leader was interrupted, nobody leads.
+            if not self._queue.empty():
+                self._lead_if_free(job)
+        following = job.next
+        if following is not None:
+            following.done.release()
         return job
 
     def _submit_async(self, job: AsyncJob) -> None:
@@ -167,23 +198,28 @@ class Batcher:
         # awaiting coroutine is left without its outcome.
         self._deliver_handed_off()
 
-    def _lead_if_free(self) -> None:
+    def _lead_if_free(self, own: Optional[Job] = None) -> None:
         while self._leader.acquire(blocking=False):
-            finished: list[AsyncJob] = []
-            try:
-                self._lead(finished)
-            finally:
-                self._leader.release()
-                if finished:
-                    if threading.current_thread() is self._committer or self._stopping:
-                        self._deliver(finished)
-                    else:
-                        self._handoff.put(finished)
-                        self._bell.set()
+            self._lead_acquired(own=own)
             # A job queued after our last look, whose owner found us still
             # leading, would wait for its next look: look again now.
             if self._queue.empty():
                 break
+
+    def _lead_acquired(self, led: Optional[_Led] = None, own: Optional[Job] = None) -> None:
+        """Lead one batch (``led`` first in it, if given), holding the
+        leadership, then give it up; ``own`` is the leader's queued job."""
+        finished: list[AsyncJob] = []
+        try:
+            self._lead(finished, led, own)
+        finally:
+            self._leader.release()
+            if finished:
+                if threading.current_thread() is self._committer or self._stopping:
+                    self._deliver(finished)
+                else:
+                    self._handoff.put(finished)
+                    self._bell.set()
 
     def _queued(self, job: Job) -> None:
         """Called after queueing, before waiting (for a store being closed)."""
@@ -191,12 +227,18 @@ class Batcher:
     def _queued_async(self, job: AsyncJob) -> None:
         """Called after queueing an async job (for a store being closed)."""
 
-    def _lead(self, finished: list[AsyncJob]) -> None:
-        """Run one batch; its async jobs go to ``finished``, for delivery
-        once the leadership is given up."""
-        batch = self._take(self.limit)
-        if not batch:
-            return
+    def _lead(self, finished: list[AsyncJob], led: Optional[_Led] = None,
+              own: Optional[Job] = None) -> None:
+        """Run one batch (``led``, the leader's own job, first); its async
+        jobs go to ``finished``, for delivery once the leadership is given up."""
+        if led is None:
+            batch = self._take(self.limit)
+            if not batch:
+                return
+        else:
+            batch = [led]
+            if not self._queue.empty():
+                batch += self._take(self.limit - 1)
         try:
             self._run(batch)
         except BaseException as exc:
@@ -207,15 +249,39 @@ class Batcher:
                     job.error = self._interrupted(exc)
             raise
         finally:
-            self._release(batch, finished)
+            self._release(batch, finished, own)
 
     @staticmethod
-    def _release(batch: list[Job], finished: list[AsyncJob]) -> None:
+    def _release(batch: list[Job], finished: list[AsyncJob], own: Optional[Job] = None) -> None:
+        """Wake the batch's callers: the first, which wakes the next as
+        soon as it runs, and so on (woken all at once, they would all queue
+        for the GIL, each to sleep once more); the leader's ``own`` job has
+        its caller awake already.  Async jobs go to ``finished``."""
+        chain: list[Job] = []
+        own_here = False  # with more than ``limit`` jobs ahead, the leader's is not
         for job in batch:
-            if type(job) is Job:
-                job.done.release()
-            else:
-                finished.append(job)  # type: ignore[arg-type]  # the one other kind
+            kind = type(job)
+            if kind is Job:
+                if job is own:
+                    own_here = True
+                else:
+                    chain.append(job)
+            elif kind is AsyncJob:
+                finished.append(job)  # type: ignore[arg-type]  # just checked
+            # a _Led job's caller is the leader: nobody to wake
+        for before, after in zip(chain, chain[1:]):
+            before.next = after
+        # Linked first: a caller that looks on its own (TAKEOVER) and finds
+        # its job finished wakes the next one itself.
+        for job in chain:
+            job.finished = True
+        if own_here:
+            # Only a batch that ran it: another batch's leader finishing it
+            # would return the caller's change before its commit.
+            own.finished = True  # type: ignore[union-attr]  # own_here: not None
+            own.done.release()  # type: ignore[union-attr]
+        if chain:
+            chain[0].done.release()
 
     def _deliver(self, finished: list[AsyncJob]) -> None:
         """Finish each async job here, then settle each loop's futures with

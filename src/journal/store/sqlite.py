@@ -57,6 +57,7 @@ What is safe when:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sqlite3
 import stat
@@ -461,7 +462,9 @@ class SQLiteStore:
         *,
         new: bool = False,
     ) -> None:
-        error = self._ready().submit(_task_ops(row, streams, new))
+        ops: list[_Op] = (_task_ops(row, streams, new) if streams
+                          else [(_INSERT_TASK if new else _UPSERT_TASK, row)])
+        error = self._ready().submit(ops)
         if error is not None:
             raise self._outcome(error, row.task_id if new else None)
 
@@ -715,20 +718,26 @@ class _GroupCommit(Batcher):
 
     def _commit(self, batch: list[Job]) -> Optional[BaseException]:
         conn = self._conn
-        runs = _grouped(batch)
+        payload = batch[0].payload
         try:
             if conn.in_transaction:  # a ROLLBACK that failed, last time
                 conn.execute("ROLLBACK")
-            if len(runs) == 1 and len(_statement_sizes(*runs[0])) == 1:
-                # One statement is a transaction of its own: no BEGIN and
-                # COMMIT, each of which is one more trip out of the GIL
-                # (and, with many threads, back in after them).
-                _execute_run(conn, *runs[0])
+            if len(batch) == 1 and len(payload) == 1:
+                # One write of one row (a lone registration): one statement,
+                # nothing to group.
+                conn.execute(*payload[0])
             else:
-                conn.execute("BEGIN IMMEDIATE")
-                for sql, rows in runs:
-                    _execute_run(conn, sql, rows)
-                conn.execute("COMMIT")
+                runs = _grouped(batch)
+                if len(runs) == 1 and len(_statement_sizes(*runs[0])) == 1:
+                    # One statement is a transaction of its own: no BEGIN and
+                    # COMMIT, each of which is one more trip out of the GIL
+                    # (and, with many threads, back in after them).
+                    _execute_run(conn, *runs[0])
+                else:
+                    conn.execute("BEGIN IMMEDIATE")
+                    for sql, rows in runs:
+                        _execute_run(conn, sql, rows)
+                    conn.execute("COMMIT")
         except BaseException as exc:
             # Whatever it was (a bad value, KeyboardInterrupt), the
             # transaction must not outlive it: the next caller's BEGIN would fail.
@@ -747,20 +756,25 @@ class _GroupCommit(Batcher):
         return None
 
 
-def _multi_row(sql: str) -> tuple[str, str, str]:
-    """``sql`` split around its one ``VALUES (?,...)`` group."""
+def _multi_row(sql: str) -> tuple[str, str, str, int]:
+    """``sql`` as a multi-row statement: its text around the row groups,
+    one group, and the columns of a row.  The rows come from a ``VALUES``
+    list that may be padded with rows of NULLs, which the ``WHERE`` leaves
+    out (no row the journal writes has a NULL first column, its task id):
+    one text of each size serves every smaller run too."""
     head, _, rest = sql.partition(" VALUES (")
     group, _, tail = rest.partition(")")
-    return head + " VALUES ", "(" + group + ")", tail
+    return (head + " SELECT * FROM (VALUES ", "(" + group + ")",
+            ") WHERE column1 IS NOT NULL" + tail, group.count("?"))
 
 
 #: The statements a run of which is one multi-row statement.  The leader
-#: leaves the GIL once per statement it steps (executemany: once per row),
-#: and every time has to get it back from the threads whose calls it
-#: serves: fewer steps, shorter batches.  A conflict on one row is handled
-#: row by row as in the one-row statement (the upserts), or fails the whole
-#: statement (a duplicate registration), which the batch then retries job
-#: by job.
+#: leaves the GIL twice per statement it steps (its step and its reset;
+#: executemany: twice per row), and every time has to get it back from the
+#: threads whose calls it serves: fewer statements, shorter batches.  A
+#: conflict on one row is handled row by row as in the one-row statement
+#: (the upserts), or fails the whole statement (a duplicate registration),
+#: which the batch then retries job by job.
 _MULTI_ROW = {sql: _multi_row(sql) for sql in (_INSERT_TASK, _UPSERT_TASK, _UPSERT_STREAM)}
 #: Rows per statement, at most (10 columns each: far below SQLite's
 #: smallest variable limit, 999 before 3.32, for any chunk).
@@ -773,6 +787,24 @@ _STREAM_CHUNK = 16
 #: The order of the kinds when a batch is grouped: a job writes its task
 #: row before its streams (a new row's trigger clears stream rows).
 _GROUP_ORDER = (_INSERT_TASK, _UPSERT_TASK, _UPSERT_STREAM)
+#: The NULLs that pad a statement's unused rows.
+_PADDING = (None,) * (_CHUNK * 10)
+#: The text of each multi-row statement, by statement and size.
+#: Stream rows are not padded: each of their statements is a plain
+#: ``VALUES`` list of exactly its rows (a checkpoint pass, which writes them,
+#: is no caller waiting at 16 threads, and its 40 KB snapshots are best not
+#: sent through a subquery).
+_TEXTS = {
+    (sql, 1 << power): head + ",".join([group] * (1 << power)) + tail
+    for sql, (head, group, tail, _) in _MULTI_ROW.items() if sql != _UPSERT_STREAM
+    for power in range(1, _CHUNK.bit_length())
+}
+_TEXTS.update({
+    (_UPSERT_STREAM, 1 << power): _UPSERT_STREAM.replace(
+        "VALUES (?,?,?,?)", "VALUES " + ",".join(["(?,?,?,?)"] * (1 << power)))
+    for power in range(1, _STREAM_CHUNK.bit_length())
+})
+_chain = itertools.chain.from_iterable
 
 
 def _grouped(batch: list[Job]) -> list[tuple[str, list[tuple[Any, ...]]]]:
@@ -785,6 +817,8 @@ def _grouped(batch: list[Job]) -> list[tuple[str, list[tuple[Any, ...]]]]:
     two statements, not 128).  Otherwise (two changes of one task, a
     removal) runs of the same statement are merged only where they follow
     each other, so everything happens in the order it was queued."""
+    if len(batch) == 1:
+        return _in_order(batch)  # nothing to group: the job's own order
     kinds: dict[str, list[tuple[Any, ...]]] = {}
     owner: dict[str, int] = {}
     for index, job in enumerate(batch):
@@ -809,19 +843,26 @@ def _in_order(batch: list[Job]) -> list[tuple[str, list[tuple[Any, ...]]]]:
 
 
 def _statement_sizes(sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
-    """The rows of each statement that writes ``rows``: one statement each
-    where there is no multi-row form, else chunks of the largest size and
-    then powers of two, so that a few statement texts (seven at most) serve
-    every batch.  With a text for every size, the 192 of them did not fit
-    sqlite3's cache of 128, and each kept the values last bound to it."""
+    """The row slots of each statement that writes ``rows``: one statement
+    each where there is no multi-row form, else chunks of the largest size
+    and then one statement of the next power of two for the rest, padded,
+    so that a few statement texts (seven at most) serve every batch and a
+    run up to the largest size is one statement; stream rows, unpadded,
+    in powers of two.  With a text for every size, the 192 of them did not
+    fit sqlite3's cache of 128, and each kept the values last bound to it."""
     if sql not in _MULTI_ROW:
         return [1] * len(rows)
-    largest = _STREAM_CHUNK if sql == _UPSERT_STREAM else _CHUNK
-    sizes, left = [], len(rows)
-    while left:
-        size = largest if left >= largest else 1 << (left.bit_length() - 1)
-        sizes.append(size)
-        left -= size
+    if sql == _UPSERT_STREAM:
+        sizes, left = [], len(rows)
+        while left:
+            size = _STREAM_CHUNK if left >= _STREAM_CHUNK else 1 << (left.bit_length() - 1)
+            sizes.append(size)
+            left -= size
+        return sizes
+    full, left = divmod(len(rows), _CHUNK)
+    sizes = [_CHUNK] * full
+    if left:
+        sizes.append(1 << (left - 1).bit_length())
     return sizes
 
 
@@ -830,16 +871,21 @@ def _execute_run(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]
     if multi is None:
         conn.executemany(sql, rows)
         return
-    head, group, tail = multi
+    if len(rows) == 1:
+        conn.execute(sql, rows[0])
+        return
+    width = multi[3]
     start = 0
     for size in _statement_sizes(sql, rows):
         chunk = rows[start:start + size]
         start += size
         if size == 1:
             conn.execute(sql, chunk[0])
-        else:
-            conn.execute(head + ",".join([group] * size) + tail,
-                         [value for row in chunk for value in row])
+            continue
+        values = list(_chain(chunk))
+        if len(chunk) < size:
+            values += _PADDING[:(size - len(chunk)) * width]
+        conn.execute(_TEXTS[sql, size], values)
 
 
 def _task_ops(row: TaskRow, streams: Optional[Mapping[str, Snapshotable]], new: bool) -> list[_Op]:
