@@ -12,17 +12,19 @@ round, on real SQLite files.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
+import sys
 import threading
 
 import pytest
 
-from journal import InvalidArgument
+from journal import InvalidArgument, UnknownTask
 from journal.errors import DuplicateTask, StoreError
 from journal.store import TaskRow, open_store
 from journal.store import sqlite as sqlite_store
-from journal.validation import _CONTROL, check_id, decode_own_json, encode_json
+from journal.validation import _CONTROL, check_id, encode_json, read_back_json
 
 from test_sqlite_batch import _in_one_batch, _row, _Snap, _statements
 
@@ -60,6 +62,66 @@ def test_empty_and_too_long_ids_are_refused_as_before(value):
         check_id("task id", value)
 
 
+def test_a_str_subclass_id_is_checked_by_its_characters_not_its_methods():
+    class Liar(str):
+        def isprintable(self):
+            return True
+
+    for value in ("bad\x00id", "tab\tid", "node\x07"):
+        with pytest.raises(InvalidArgument, match="control character"):
+            check_id("task id", Liar(value))
+
+
+def _nested(depth):
+    meta = 1
+    for _ in range(depth):
+        meta = [meta]
+    return {"k": meta}
+
+
+def test_a_meta_too_deep_to_read_back_is_refused_with_nothing_written(make_journal):
+    # Around the interpreter's limit, at this test's stack depth: every
+    # registration either reads back with get() or is refused before
+    # anything is written; none raises anything but InvalidArgument.
+    journal = make_journal()
+    limit = sys.getrecursionlimit()
+    outcomes = set()
+    for depth in range(limit - 60, limit + 5):
+        task_id = f"deep-{depth}"
+        try:
+            record = journal.register(task_id, "node", meta=_nested(depth))
+        except InvalidArgument:
+            outcomes.add("refused")
+            with pytest.raises(UnknownTask):
+                journal.get(task_id)
+            continue
+        outcomes.add("kept")
+        assert journal.get(task_id).meta == record.meta
+    assert outcomes == {"refused", "kept"}
+
+
+def test_a_too_deep_meta_from_a_coroutine_is_refused_too(make_journal):
+    journal = make_journal()
+    limit = sys.getrecursionlimit()
+
+    async def register_all():
+        outcomes = set()
+        for depth in range(limit - 60, limit + 5):
+            task_id = f"deep-{depth}"
+            try:
+                await journal.register_async(task_id, "node", meta=_nested(depth))
+            except InvalidArgument:
+                outcomes.add("refused")
+                with pytest.raises(UnknownTask):
+                    journal.get(task_id)
+                continue
+            outcomes.add("kept")
+            journal.get(task_id)
+        return outcomes
+
+    assert asyncio.run(register_all()) == {"refused", "kept"}
+
+
 def test_a_str_subclass_id_is_still_an_id():
     class Name(str):
         pass
@@ -88,8 +150,8 @@ def test_encode_json_gives_what_the_plain_encoder_gives(value):
 @pytest.mark.parametrize("value", VALUES[1:], ids=repr)
 def test_the_record_decodes_the_meta_as_json_loads_would(value):
     text = encode_json("meta", "t", value)
-    assert decode_own_json(text) == json.loads(text)
-    assert type(decode_own_json(text)) is type(json.loads(text))
+    assert read_back_json("meta", "t", text) == json.loads(text)
+    assert type(read_back_json("meta", "t", text)) is type(json.loads(text))
 
 
 @pytest.mark.parametrize(("value", "why"), [

@@ -42,7 +42,7 @@ from journal.lifecycle import TaskStatus, check_transition
 from journal.records import StreamView, TaskRecord
 from journal.registry import Shard
 from journal.store.base import SharedStore, Snapshotable, TaskRow, put_task_async
-from journal.validation import check_deadline, check_id, decode_own_json, encode_json
+from journal.validation import check_deadline, check_id, encode_json, read_back_json
 
 __all__ = ["Changes"]
 
@@ -134,7 +134,7 @@ class Changes:
 
     def register(self, task_id: str, node_id: str, meta: Optional[dict[str, Any]],
                  deadline: Optional[float]) -> TaskRecord:
-        task, row, shard = self._claim(task_id, node_id, meta, deadline)
+        task, row, shard, record_meta = self._claim(task_id, node_id, meta, deadline)
         try:
             # The store refuses ids it holds (finished tasks the registry
             # let go of) with DuplicateTask too.
@@ -142,17 +142,17 @@ class Changes:
         except BaseException:
             self._unclaim(task)
             raise
-        return self._registered(task, shard)
+        return self._registered(task, shard, record_meta)
 
     async def register_async(self, task_id: str, node_id: str, meta: Optional[dict[str, Any]],
                              deadline: Optional[float]) -> TaskRecord:
-        task, row, shard = self._claim(task_id, node_id, meta, deadline)
+        task, row, shard, record_meta = self._claim(task_id, node_id, meta, deadline)
 
         def finish(error: Optional[BaseException]) -> TaskRecord:
             if error is not None:
                 self._unclaim(task)
                 raise error
-            return self._registered(task, shard)
+            return self._registered(task, shard, record_meta)
 
         try:
             future = put_task_async(self._table.store, row, new=True, finish=finish)
@@ -162,7 +162,7 @@ class Changes:
         return await future
 
     def _claim(self, task_id: str, node_id: str, meta: Optional[dict[str, Any]],
-               deadline: Optional[float]) -> tuple[Task, TaskRow, Shard[Task]]:
+               deadline: Optional[float]) -> tuple[Task, TaskRow, Shard[Task], Any]:
         """Check the arguments, and claim the id in the registry: the
         commit is made without the shard lock, so that the registrations of
         one shard share a group commit instead of queueing behind each other."""
@@ -172,6 +172,9 @@ class Changes:
         check_id("task id", task_id)
         check_id("node id", node_id)
         meta_json = None if meta is None else encode_json("meta", task_id, meta)
+        # The record's meta, decoded now: what cannot be read back is refused
+        # before anything is claimed or written.
+        record_meta = None if meta_json is None else read_back_json("meta", task_id, meta_json)
         relative = None if deadline is None else check_deadline(task_id, deadline)
         now = table.clock()
         row = TaskRow(task_id, node_id, "pending", meta_json, None, None, now, now, None,
@@ -193,7 +196,7 @@ class Changes:
             task.registering = True
             self._moving[task_id] = _Gate()
         task.owner = self._ownership.replica
-        return task, row, shard
+        return task, row, shard, record_meta
 
     def _unclaim(self, task: Task) -> None:
         shard = self._table.shard(task.task_id)
@@ -213,14 +216,13 @@ class Changes:
         if gate is not None:
             gate.open()
 
-    def _registered(self, task: Task, shard: Shard[Task]) -> TaskRecord:
-        """The record of a registration just committed; ``shard`` is the task's."""
+    def _registered(self, task: Task, shard: Shard[Task], meta: Any) -> TaskRecord:
+        """The record of a registration just committed; ``shard`` is the
+        task's, ``meta`` the meta as _claim read it back.  A new task has no
+        streams and nothing else to decode."""
         with shard.lock:
             self._end_registration(task)
         self._table.nodes.renew(task.node_id, task.created_at)
-        # A new task has no streams and nothing to decode but its meta,
-        # which encode_json made just now.
-        meta = None if task.meta_json is None else decode_own_json(task.meta_json)
         return TaskRecord(
             task.task_id, task.node_id, TaskStatus.PENDING, None, None, meta,
             task.created_at, task.created_at, None, task.deadline, False, _NO_STREAMS,

@@ -6,7 +6,6 @@ import json
 import re
 import sys
 import threading
-from collections.abc import Callable
 from typing import Any, Optional, Union, cast
 
 from journal.config import MAX_SECONDS
@@ -36,41 +35,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 
-def _compiled_encoder() -> Optional[Callable[..., Any]]:
-    """What ``_ENCODER.encode`` calls, to call it without its two Python
-    frames: the compiled encoder maker, which ``encode_json`` calls as
-    ``JSONEncoder.iterencode`` does (fresh markers for the check of circular
-    references each time).  Used only if it agrees with ``_ENCODER`` on a
-    probe; None where there is none (then ``_ENCODER.encode`` is called)."""
-    make: Optional[Callable[..., Any]] = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return None
-    probe = {"a": [1, 2.5, "\u00e9\n", None, True], "b": {"c": -1e300}, "d": "x"}
-    try:
-        for value in (probe, "s", 1):
-            chunks = make({}, *_ENCODER_ARGS)(value, 0)
-            if "".join(chunks) != _ENCODER.encode(value):
-                return None
-    except Exception:  # noqa: BLE001 - another Python's encoder: use the plain one
-        return None
-    return make
-
-
-#: ``_ENCODER``'s settings, in the order the compiled encoder takes them.
-_ENCODER_ARGS = (_ENCODER.default, json.encoder.encode_basestring_ascii, None, ":", ",",
-                 False, False, False)
-_MAKE_ENCODER = _compiled_encoder()
-#: ``json.loads`` less its checks around the scan, for JSON this module has
-#: just encoded (no whitespace, no BOM, valid by construction).
-_DECODER: Any = json.decoder.JSONDecoder()  # typeshed leaves out its scan_once
-_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once
-
-
 def check_id(kind: str, value: object) -> str:
     """Return ``value`` if it is a usable id, else raise InvalidArgument."""
     # Printable ASCII (nearly every id) has no control character and is
     # UTF-8: only its length is left to check.
-    if isinstance(value, str) and value.isascii() and value.isprintable() \
+    # Exactly str: a subclass may answer isprintable() as it likes.
+    if type(value) is str and value.isascii() and value.isprintable() \
             and 0 < len(value) <= MAX_ID_LENGTH:
         return value
     if not isinstance(value, str):
@@ -104,8 +74,9 @@ def encode_json(what: str, task_id: str, value: Any) -> Optional[str]:
     if value is None:
         return None
     try:
-        if _MAKE_ENCODER is not None:
-            return "".join(_MAKE_ENCODER({}, *_ENCODER_ARGS)(value, 0))
+        # The encoder's own entry point, frames and all: calling its compiled
+        # core directly let metas two levels deeper in, which json.loads
+        # (what get() decodes with) then could not read back.
         return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(
@@ -126,10 +97,19 @@ def encode_result(task_id: str, result: Any) -> Union[bytes, str, None]:
     return encode_json("the result", task_id, result)
 
 
-def decode_own_json(text: str) -> Any:
-    """What ``json.loads`` gives for ``text``, which ``encode_json`` has just
-    made (in this process, not read back from a store)."""
-    return _SCAN(text, 0)[0]
+def read_back_json(what: str, task_id: str, text: str) -> Any:
+    """What a later read will decode from ``text``, which ``encode_json``
+    has just made: decoded as ``get()`` decodes it (``json.loads``) before
+    the change is committed, so that a value nested too deep to read back is
+    refused with InvalidArgument and nothing written, instead of stored for
+    every read to fail on (the encoder's and the decoder's limits differ)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise InvalidArgument(
+            f"task {task_id!r}: {what} is nested too deep to be read back from JSON; "
+            "flatten it, or pass it as bytes"
+        ) from None
 
 
 def decode_result(stored: Union[bytes, str, None]) -> Any:
