@@ -72,6 +72,23 @@ def test_a_str_subclass_id_is_checked_by_its_characters_not_its_methods():
             check_id("task id", Liar(value))
 
 
+def _json_bounded_by_the_recursion_limit():
+    """Whether json here stops at the interpreter's recursion limit: up to
+    CPython 3.13 it does; from 3.14 on, the limit of C code is the C stack,
+    and the depths below all encode and decode."""
+    deep = "[" * (sys.getrecursionlimit() + 10) + "]" * (sys.getrecursionlimit() + 10)
+    try:
+        json.loads(deep)
+    except RecursionError:
+        return True
+    return False
+
+
+def _expected():
+    # Where json stops at the limit, the depths around it must show both.
+    return {"refused", "kept"} if _json_bounded_by_the_recursion_limit() else {"kept"}
+
+
 def _nested(depth):
     meta = 1
     for _ in range(depth):
@@ -97,7 +114,7 @@ def test_a_meta_too_deep_to_read_back_is_refused_with_nothing_written(make_journ
             continue
         outcomes.add("kept")
         assert journal.get(task_id).meta == record.meta
-    assert outcomes == {"refused", "kept"}
+    assert outcomes == _expected()
 
 
 def test_a_too_deep_meta_from_a_coroutine_is_refused_too(make_journal):
@@ -119,7 +136,8 @@ def test_a_too_deep_meta_from_a_coroutine_is_refused_too(make_journal):
             journal.get(task_id)
         return outcomes
 
-    assert asyncio.run(register_all()) == {"refused", "kept"}
+    outcomes = asyncio.run(register_all())
+    assert outcomes == _expected()
 
 
 def test_a_str_subclass_id_is_still_an_id():
