@@ -6,7 +6,8 @@ durable (committed) before register() returns, side by side with ``plain``,
 what a hub team would write in an afternoon: one sqlite3 connection per
 thread, BEGIN IMMEDIATE / INSERT / COMMIT per call, on the same schema and
 settings (WAL, the same ``synchronous``).  Recovery: opening a store of
-100,000 tasks of which 10,000 are in flight.
+100,000 tasks of which 10,000 are in flight.  Checkpoint pass: one pass
+with 100,000 tasks held and 100 streaming, beside a bare walk over them.
 """
 
 from __future__ import annotations
@@ -159,3 +160,41 @@ def test_recovery(benchmark, per_op, big_store):
     benchmark.pedantic(recover, setup=setup, rounds=5, iterations=1)
     for journal in opened:
         journal.close()
+
+
+@pytest.fixture(scope="module")
+def crowded_journal(tmp_path_factory):
+    """100,000 tasks held, 100 of them streaming: a hub whose nodes have
+    queued most of what they were sent and run a few."""
+    directory = tmp_path_factory.mktemp("crowded")
+    journal = TaskJournal(_url("sqlite", directory, "normal"),
+                          # The bench calls checkpoint() itself: no background pass between.
+                          config=JournalConfig(sweep_interval=0, checkpoint_interval=3600))
+    for n in range(100_000):
+        journal.register(f"t{n}", f"node-{n % 100}", META)
+    handles = [journal.stream(f"t{n}") for n in range(0, 100_000, 1_000)]
+    yield journal, handles
+    journal.close()
+
+
+@pytest.mark.parametrize("impl", ["taskjournal", "walk"])
+def test_checkpoint_pass(benchmark, per_op, crowded_journal, impl):
+    """One checkpoint pass (``checkpoint()``: changed streams written, the
+    memory budget checked), beside ``walk``: a loop that only looks at each
+    held task once, the least any pass over all of them costs."""
+    benchmark.group = "checkpoint pass, 100,000 tasks held, 100 streaming"
+    journal, handles = crowded_journal
+    line = b"x" * 100 + b"\n"
+
+    def setup():
+        for handle in handles:
+            handle.append(line)  # something to write, every round
+        return (), {}
+
+    def walk():
+        for task in list(journal._table.tasks.values()):
+            task.streams
+
+    per_op(1)
+    benchmark.pedantic(journal.checkpoint if impl == "taskjournal" else walk, setup=setup,
+                       rounds=5, iterations=1)

@@ -281,6 +281,54 @@ def test_a_checkpoint_pass_writes_in_batches_not_one_copy_of_everything(reopen):
     assert journal.stats()["bytes_checkpointed"] == 300 * 40_000
 
 
+def test_a_pass_among_silent_tasks_still_writes_spills_and_lets_go(reopen):
+    # The pass looks only at tasks with a stream or an end.  Beside 200
+    # silent pending tasks: a running one is checkpointed and then spilled,
+    # and a finished one whose last checkpoint (of appends that raced its
+    # end) the store refused is written and leaves memory.
+    journal = reopen(**LIMITS, memory_budget=HELD, checkpoint_interval=3600)
+    for n in range(200):
+        journal.register(f"quiet-{n}", "node-1")
+    journal.register("busy", "node-1")
+    journal.start("busy")
+    journal.stream("busy").append(OUT)
+    journal.register("done", "node-1")
+    journal.start("done")
+    late = journal.stream("done")
+    late.append(OUT)
+    store = journal._table.store
+    put_task, put_streams = store.put_task, store.put_streams
+    entered, gate = threading.Event(), threading.Event()
+
+    def held(row, *args, **kwargs):
+        if row.status == "completed":
+            entered.set()
+            assert gate.wait(10)
+        return put_task(row, *args, **kwargs)
+
+    def refused(items):
+        raise OSError("disk full")
+
+    store.put_task, store.put_streams = held, refused
+    ending = threading.Thread(target=journal.complete, args=("done", {"ok": 1}))
+    ending.start()
+    try:
+        assert entered.wait(10)
+        late.append(b"late\n")  # after the final snapshot, before the seal
+    finally:
+        gate.set()
+        ending.join()
+        store.put_task, store.put_streams = put_task, put_streams
+    assert journal.stats()["tasks_in_memory"] == 202  # "done" waits for its checkpoint
+    journal.stream("busy").append(b"more\n")  # over budget: 2 x HELD resident
+    assert journal.checkpoint() == 2
+    assert journal.stats()["tasks_in_memory"] == 201
+    assert journal.stream("busy").spilled
+    assert journal.get("done").streams["stdout"].total == len(OUT) + 5
+    assert journal.get("busy").streams["stdout"].total == len(OUT) + 5
+    assert journal.get("quiet-7").status is TaskStatus.PENDING
+
+
 def test_appends_racing_the_end_of_a_task_spilled_meanwhile_are_kept(reopen):
     # complete() has taken its final snapshot and is committing; a budget
     # pass meanwhile must leave the task be (its end is being committed: the

@@ -30,6 +30,7 @@ from journal._table import TaskTable, unsealed
 from journal._task import Task
 from journal.buffer import HeadTailBuffer
 from journal.errors import CorruptSnapshot, StoreError, StreamSpilled
+from journal.lifecycle import TERMINAL
 from journal.records import StreamView, TaskRecord, record_from_row
 
 __all__ = ["DurableResidency", "Residency", "residency_for"]
@@ -203,19 +204,26 @@ class DurableResidency(Residency):
         table = self._table
         with self._passes:
             started, errors = table.clock(), table.store_errors
-            tasks = list(table.tasks.values())
-            written = self._checkpoint(tasks)
+            # Only tasks with a stream have anything to write or spill, and
+            # only finished ones anything to let go of: a hub holding
+            # 100,000 pending sub-tasks of which a hundred stream pays for
+            # the hundred (measured: 217 ms a pass over every task, 35 ms
+            # with this filter, most of it the one look at each task).
+            candidates = [
+                task for task in table.tasks.values() if task.streams or task.status in TERMINAL
+            ]
+            written = self._checkpoint(candidates)
             if table.store_errors == errors:
                 self.checkpointed_at = started
             # Finished tasks whose final checkpoint failed at their end, and
             # has landed now, leave memory here.
-            for task in tasks:
-                if task.status.terminal:
+            for task in candidates:
+                if task.status in TERMINAL:
                     self._let_go(task)
             # The budget holds even when the store refused the checkpoint:
             # a spill is written (or undone) on its own.
             if self._budget is not None:
-                self._enforce_budget(self._budget)
+                self._enforce_budget(self._budget, candidates)
         return written
 
     def checkpoint(self, tasks: list[Task], *, unseal: bool = False) -> int:
@@ -298,13 +306,13 @@ class DurableResidency(Residency):
     def forget(self, task_ids: Iterable[str]) -> None:
         """Nothing to do: finished tasks are not kept here."""
 
-    def _enforce_budget(self, budget: int) -> None:
+    def _enforce_budget(self, budget: int, tasks: list[Task]) -> None:
         """Bring resident stream bytes under ``budget``: first let go of
         finished tasks (their final state is in the store; they normally
         leave at their terminal transition, this catches those whose last
         checkpoint has not landed), then spill the buffers of running tasks,
-        those idle the longest first."""
-        tasks = list(self._table.tasks.values())
+        those idle the longest first.  ``tasks``: at least every held task
+        that has a stream (the others hold no stream bytes)."""
         resident = 0
         for task in tasks:
             written = task.written()
