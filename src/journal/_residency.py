@@ -311,8 +311,13 @@ class DurableResidency(Residency):
         finished tasks (their final state is in the store; they normally
         leave at their terminal transition, this catches those whose last
         checkpoint has not landed), then spill the buffers of running tasks,
-        those idle the longest first.  ``tasks``: at least every held task
-        that has a stream (the others hold no stream bytes)."""
+        those idle the longest first.  ``tasks``: every task that had a
+        stream or had ended when the pass began (the others hold no stream
+        bytes; one whose first stream came since is counted next pass)."""
+        # Those that left memory since (let go by this pass, or at their end
+        # meanwhile) hold nothing: counted, their bytes would have running
+        # tasks spilled for memory already freed.
+        tasks = [task for task in tasks if self._table.holds(task)]
         resident = 0
         for task in tasks:
             written = task.written()
