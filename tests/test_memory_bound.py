@@ -281,6 +281,30 @@ def test_a_checkpoint_pass_writes_in_batches_not_one_copy_of_everything(reopen):
     assert journal.stats()["bytes_checkpointed"] == 300 * 40_000
 
 
+def _complete_with_its_last_checkpoint_refused(journal, task_id):
+    """complete() the task with 5 bytes ("late\\n") appended after its final
+    snapshot, before the seal, and the checkpoint of them at its end refused
+    by the store: the task stays in memory until a pass writes them."""
+    store = journal._table.store
+    put_task, put_streams = store.put_task, store.put_streams
+
+    def racing(row, *args, **kwargs):
+        put_task(row, *args, **kwargs)
+        if row.status == "completed":
+            journal.stream(task_id).append(b"late\n")
+            store.put_streams = refused
+
+    def refused(items):
+        store.put_streams = put_streams  # only the checkpoint at its end
+        raise OSError("disk full")
+
+    store.put_task = racing
+    try:
+        journal.complete(task_id, {"ok": 1})
+    finally:
+        store.put_task, store.put_streams = put_task, put_streams
+
+
 def test_a_pass_among_silent_tasks_still_writes_spills_and_lets_go(reopen):
     # The pass looks only at tasks with a stream or an end.  Beside 200
     # silent pending tasks: a running one is checkpointed and then spilled,
@@ -294,31 +318,8 @@ def test_a_pass_among_silent_tasks_still_writes_spills_and_lets_go(reopen):
     journal.stream("busy").append(OUT)
     journal.register("done", "node-1")
     journal.start("done")
-    late = journal.stream("done")
-    late.append(OUT)
-    store = journal._table.store
-    put_task, put_streams = store.put_task, store.put_streams
-    entered, gate = threading.Event(), threading.Event()
-
-    def held(row, *args, **kwargs):
-        if row.status == "completed":
-            entered.set()
-            assert gate.wait(10)
-        return put_task(row, *args, **kwargs)
-
-    def refused(items):
-        raise OSError("disk full")
-
-    store.put_task, store.put_streams = held, refused
-    ending = threading.Thread(target=journal.complete, args=("done", {"ok": 1}))
-    ending.start()
-    try:
-        assert entered.wait(10)
-        late.append(b"late\n")  # after the final snapshot, before the seal
-    finally:
-        gate.set()
-        ending.join()
-        store.put_task, store.put_streams = put_task, put_streams
+    journal.stream("done").append(OUT)
+    _complete_with_its_last_checkpoint_refused(journal, "done")
     assert journal.stats()["tasks_in_memory"] == 202  # "done" waits for its checkpoint
     journal.stream("busy").append(b"more\n")  # changed since: to be written
     assert journal.checkpoint() == 2
@@ -338,27 +339,10 @@ def test_a_task_the_pass_lets_go_of_does_not_count_against_the_budget(reopen):
     for task_id in ("running", "done"):
         journal.register(task_id, "node-1")
         journal.start(task_id)
-    running, late = journal.stream("running"), journal.stream("done")
+    running = journal.stream("running")
     running.append(b"r" * 200)
-    late.append(b"F" * 5_000)
-    store = journal._table.store
-    put_task, put_streams = store.put_task, store.put_streams
-
-    def racing(row, *args, **kwargs):
-        put_task(row, *args, **kwargs)
-        if row.status == "completed":
-            late.append(b"late\n")  # after the final snapshot, before the seal
-            store.put_streams = refused
-
-    def refused(items):
-        store.put_streams = put_streams  # only the checkpoint at its end
-        raise OSError("disk full")
-
-    store.put_task = racing
-    try:
-        journal.complete("done", {"ok": 1})
-    finally:
-        store.put_task, store.put_streams = put_task, put_streams
+    journal.stream("done").append(b"F" * 5_000)
+    _complete_with_its_last_checkpoint_refused(journal, "done")
     assert journal.stats()["tasks_in_memory"] == 2  # "done" waits for its checkpoint
     journal.checkpoint()
     assert journal.stats()["tasks_in_memory"] == 1
