@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,21 +25,48 @@ sys.path.insert(0, str(EXAMPLE))
 
 from redis_server import free_port  # noqa: E402
 
-SLOW_SEQ = "for i in $(seq 1 40); do seq $((i*1000)) $((i*1000+999)); sleep 0.05; done"
-ERROR_IN_THE_MIDDLE = (
-    "for i in $(seq 1 20); do seq 1 2000; sleep 0.05; done; "
-    "echo 'error: undefined reference to main'; "
-    "for i in $(seq 1 20); do seq 1 2000; sleep 0.05; done; exit 2"
-)
-COMMANDS = [
-    # (shell command, exit code)
-    ("yes | head -c 5000000", 0),
-    ("seq 1 1000000", 0),
-    (SLOW_SEQ, 0),
-    (ERROR_IN_THE_MIDDLE, 2),
-    ("seq 1 100000 >&2; echo 'fatal: out of disk' >&2; exit 1", 1),
-    ("for i in $(seq 1 30); do head -c 200000 /dev/zero | tr '\\0' a; echo; sleep 0.05; done", 0),
-] * 5
+HELD_KINDS = 2  # of the six kinds below, how many wait half way for the gate
+
+
+def _commands(gate):
+    """Thirty commands, (shell command, exit code): five of each of six kinds.
+
+    The first two kinds print half their output, then wait until `gate`
+    exists before the rest: the test kills the hub while they wait, so the
+    kill falls while ten tasks stream however slow the machine is. (Timed by
+    a poll alone, the kill once fell after every task had ended, on a loaded
+    CI run under CPython 3.14.)"""
+    held = f"while [ ! -e {shlex.quote(str(gate))} ]; do sleep 0.05; done"
+    slow_seq = (
+        "for i in $(seq 1 20); do seq $((i*1000)) $((i*1000+999)); sleep 0.05; done; "
+        f"{held}; "
+        "for i in $(seq 21 40); do seq $((i*1000)) $((i*1000+999)); sleep 0.05; done"
+    )
+    error_in_the_middle = (
+        "for i in $(seq 1 20); do seq 1 2000; sleep 0.05; done; "
+        "echo 'error: undefined reference to main'; "
+        f"{held}; "
+        "for i in $(seq 1 20); do seq 1 2000; sleep 0.05; done; exit 2"
+    )
+    return [
+        (slow_seq, 0),
+        (error_in_the_middle, 2),
+        ("yes | head -c 5000000", 0),
+        ("seq 1 1000000", 0),
+        ("seq 1 100000 >&2; echo 'fatal: out of disk' >&2; exit 1", 1),
+        ("for i in $(seq 1 30); do head -c 200000 /dev/zero | tr '\\0' a; echo; sleep 0.05; done", 0),
+    ] * 5
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory):
+    """The file whose creation lets the held commands finish."""
+    return tmp_path_factory.mktemp("gate") / "open"
+
+
+@pytest.fixture(scope="module")
+def commands(gate):
+    return _commands(gate)
 
 
 def _spawn(script, *args):
@@ -47,14 +75,19 @@ def _spawn(script, *args):
 
 
 @pytest.fixture(scope="module")
-def expected():
-    """What each command prints, run here before this process has a gRPC
-    channel: gRPC's fork handlers can write into a forked child's stderr."""
+def expected(gate, commands):
+    """What each command prints, run here (with the gate open) before this
+    process has a gRPC channel: gRPC's fork handlers can write into a forked
+    child's stderr."""
     outputs = {}
-    for command, _ in COMMANDS:
-        if command not in outputs:
-            done = subprocess.run(["sh", "-c", command], capture_output=True, timeout=60)
-            outputs[command] = {"stdout": done.stdout, "stderr": done.stderr}
+    gate.touch()
+    try:
+        for command, _ in commands:
+            if command not in outputs:
+                done = subprocess.run(["sh", "-c", command], capture_output=True, timeout=60)
+                outputs[command] = {"stdout": done.stdout, "stderr": done.stderr}
+    finally:
+        gate.unlink()
     return outputs
 
 
@@ -85,39 +118,49 @@ def cluster(tmp_path):
             process.kill()
 
 
-def test_thirty_commands_survive_a_hub_killed_while_they_stream(expected, cluster):
+def test_thirty_commands_survive_a_hub_killed_while_they_stream(expected, cluster, gate, commands):
     from client import HubClient
 
     from journal import JournalInspector, TaskStatus
 
     port, store, hub, start_hub = cluster
     client = HubClient(f"127.0.0.1:{port}", patience=60)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while client.stats().nodes < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
-    submitted = [client.submit(["sh", "-c", command]).task_id for command, _ in COMMANDS]
-    assert len({client.submit(["sh", "-c", COMMANDS[0][0]], task_id=submitted[0]).task_id}) == 1
+    submitted = [client.submit(["sh", "-c", command]).task_id for command, _ in commands]
+    assert len({client.submit(["sh", "-c", commands[0][0]], task_id=submitted[0]).task_id}) == 1
+    held = [task_id for n, task_id in enumerate(submitted) if n % 6 < HELD_KINDS]
 
-    # Kill the hub once every command has started and at least five still
-    # stream (the slow ones run for two seconds or more).
-    inspector = JournalInspector(store)
-    while time.monotonic() < deadline:
-        statuses = [inspector.get(task_id).status for task_id in submitted]
-        if TaskStatus.PENDING not in statuses and statuses.count(TaskStatus.RUNNING) >= 5:
-            break
-        time.sleep(0.02)
-    inspector.close()
-    os.kill(hub.pid, signal.SIGKILL)
-    hub.wait(timeout=10)
-    time.sleep(0.5)  # the nodes keep running their commands meanwhile
+    # Kill the hub once every command has started and each held one has a
+    # checkpoint of its first half in the store: they cannot end before the
+    # gate opens, so the kill falls while they stream.
+    def ready(records):
+        return (all(record.status is not TaskStatus.PENDING for record in records.values())
+                and all(records[task_id].status is TaskStatus.RUNNING
+                        and "stdout" in records[task_id].streams
+                        and records[task_id].streams["stdout"].total > 0 for task_id in held))
+
+    deadline = time.monotonic() + 120
+    with JournalInspector(store) as inspector:
+        while not ready(records := {task_id: inspector.get(task_id) for task_id in submitted}):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the held tasks never all streamed: {records}")
+            time.sleep(0.02)
+    try:
+        os.kill(hub.pid, signal.SIGKILL)
+        hub.wait(timeout=10)
+    finally:
+        gate.touch()  # the nodes finish their commands while the hub is down
+    time.sleep(0.5)
     start_hub()
 
     results = [client.wait(task_id, timeout=120) for task_id in submitted]
     stats = client.stats()
-    assert stats.recovered >= 5, "the kill did not fall while tasks streamed"
+    assert stats.recovered >= len(held), "the kill did not fall while the held tasks streamed"
     assert stats.reattached == stats.recovered and stats.detached == 0
 
-    for (command, code), result in zip(COMMANDS, results):
+    for (command, code), result in zip(commands, results):
         assert (result.status, result.exit_code) == ("completed" if code == 0 else "failed", code), command
         streams = {stream.name: stream for stream in result.streams}
         for name, data in expected[command].items():
