@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -82,6 +83,24 @@ def test_a_streaming_task_keeps_its_node_alive(journal, clock):
     assert journal.get("t").status is TaskStatus.LOST
 
 
+def test_a_checkpoint_pass_between_sweeps_leaves_the_sign_of_life_to_the_sweep(journal, clock):
+    """The background thread runs the checkpoint pass (and its memory-budget
+    pass) right before each sweep: their intervals are equal by default.
+    Whatever that pass notes about a stream must not use up the growth the
+    sweep reads as the node being alive."""
+    journal.register("t", "n")
+    out = journal.stream("t")
+    for _ in range(5):
+        clock.advance(40)
+        out.append(b"still going\n")
+        journal.checkpoint()
+        journal.sweep()
+    assert journal.get("t").status is TaskStatus.PENDING
+    clock.advance(61)
+    journal.sweep()
+    assert journal.get("t").status is TaskStatus.LOST
+
+
 def test_async_wait_sees_lost(journal, clock):
     journal.register("t", "n")
 
@@ -101,6 +120,23 @@ def test_the_background_timer_ends_waits_by_itself(buffer_cls):
     with TaskJournal(config=config, buffer_class=buffer_cls) as journal:
         journal.register("t", "silent-node")
         with pytest.raises(TaskLost):
+            journal.wait("t", timeout=WAIT)
+
+
+def test_the_background_thread_keeps_a_streaming_task_alive(buffer_cls, tmp_path):
+    """The same with the real background thread on the embedded default
+    store: checkpoint and sweep fall due together on every tick."""
+    config = JournalConfig(lease_timeout=1.0, sweep_interval=0.05, checkpoint_interval=0.05)
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    with TaskJournal(url, config=config, buffer_class=buffer_cls) as journal:
+        journal.register("t", "streaming-node")
+        out = journal.stream("t")
+        until = time.monotonic() + 2.5  # two and a half leases
+        while time.monotonic() < until:
+            out.append(b"still going\n")
+            time.sleep(0.02)
+        assert journal.get("t").status is TaskStatus.PENDING
+        with pytest.raises(TaskLost):  # and once it stops streaming, it is lost
             journal.wait("t", timeout=WAIT)
 
 

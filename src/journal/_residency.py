@@ -321,8 +321,8 @@ class DurableResidency(Residency):
         resident = 0
         for task in tasks:
             written = task.written()
-            task.idle_passes = task.idle_passes + 1 if written == task.seen_total else 0
-            task.seen_total = written
+            task.idle_passes = task.idle_passes + 1 if written == task.budget_seen_total else 0
+            task.budget_seen_total = written
             resident += sum(len(buf) for buf in list(task.streams.values()))
         if resident <= budget:
             return

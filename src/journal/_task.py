@@ -29,7 +29,7 @@ class Task:
         "task_id", "node_id", "status", "meta_json", "result", "error",
         "created_at", "updated_at", "finished_at", "deadline", "detached_until",
         "streams", "done", "async_waiters", "seen_total", "checkpointed",
-        "idle_passes", "owner", "released", "registering", "ending",
+        "idle_passes", "budget_seen_total", "owner", "released", "registering", "ending",
     )
 
     def __init__(self, row: TaskRow) -> None:
@@ -61,6 +61,11 @@ class Task:
         self.checkpointed: dict[str, int] = {}
         #: Maintenance passes in a row that saw no append: the spill order.
         self.idle_passes = 0
+        #: Sum of the streams' totals at the last budget pass.  Its own mark,
+        #: not seen_total: the budget pass runs just before each sweep, and
+        #: moving the sweep's mark hid every append from it (tasks that only
+        #: streamed were declared LOST).
+        self.budget_seen_total = 0
         #: On a shared store, the hub replica that owns the task.
         self.owner: Optional[str] = None
         #: memory:// under a budget: stream name -> bytes of output released
