@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from types import MappingProxyType
+from collections.abc import Callable
 from typing import Any, Optional
 
 from journal._ownership import Ownership
@@ -44,9 +45,14 @@ from journal.registry import Shard
 from journal.store.base import SharedStore, Snapshotable, TaskRow, put_task_async
 from journal.validation import check_deadline, check_id, encode_json, read_back_json
 
-__all__ = ["Changes"]
+__all__ = ["Changes", "NoLongerDue"]
 
 _NO_STREAMS: MappingProxyType[str, StreamView] = MappingProxyType({})
+
+
+class NoLongerDue(Exception):
+    """A sweep's verdict on a task no longer holds, or another change of
+    the task is in flight: the next sweep judges it again."""
 
 
 class _Gate:
@@ -221,8 +227,10 @@ class Changes:
         task's, ``meta`` the meta as _claim read it back.  A new task has no
         streams and nothing else to decode."""
         with shard.lock:
+            # Renewed before the gate opens: a sweep that finds the gate open
+            # finds the lease renewed too.
+            self._table.nodes.renew(task.node_id, task.created_at)
             self._end_registration(task)
-        self._table.nodes.renew(task.node_id, task.created_at)
         return TaskRecord(
             task.task_id, task.node_id, TaskStatus.PENDING, None, None, meta,
             task.created_at, task.created_at, None, task.deadline, False, _NO_STREAMS,
@@ -230,10 +238,14 @@ class Changes:
 
     # -- moves through the lifecycle -------------------------------------------------
 
-    def transition(self, task_id: str, target: TaskStatus, changes: dict[str, Any]) -> TaskRecord:
+    def transition(self, task_id: str, target: TaskStatus, changes: dict[str, Any],
+                   still_due: Optional[Callable[[Task], bool]] = None) -> TaskRecord:
+        """``still_due``: the sweep's verdict, judged again under the task's
+        lock; NoLongerDue if it no longer holds or another change of the
+        task is in flight."""
         task = self._find(task_id)
         while True:
-            move = self._begin(task, target, changes)
+            move = self._begin(task, target, changes, still_due=still_due)
             if isinstance(move, _Move):
                 break
             move.wait()  # the change in flight ends (applied or undone)
@@ -289,7 +301,8 @@ class Changes:
         return self._ownership.take_for_reattach(table.find(task_id))
 
     def _begin(self, task: Task, target: Optional[TaskStatus], changes: dict[str, Any],
-               loop: Optional[asyncio.AbstractEventLoop] = None) -> Any:
+               loop: Optional[asyncio.AbstractEventLoop] = None,
+               still_due: Optional[Callable[[Task], bool]] = None) -> Any:
         """The move, or, if another change of the task is in flight, what to
         wait on before beginning again: its gate's event (threads) or a
         future of ``loop``."""
@@ -302,6 +315,11 @@ class Changes:
             table.check_open()
             gate = self._moving.get(task_id)
             if gate is not None:
+                if still_due is not None:
+                    # The change in flight (a registration, start, re-attach
+                    # or end) is news the verdict was taken without, and the
+                    # sweep waits on no commit.
+                    raise NoLongerDue(task_id)
                 if loop is None:
                     return gate.waiter_event()
                 future: asyncio.Future[None] = loop.create_future()
@@ -322,6 +340,10 @@ class Changes:
                 check_transition(task_id, task.status, target)
                 if shard.entries.get(task_id) is not task:
                     raise InvalidTransition(f"task {task_id!r} is no longer held by this journal")
+                # A change applied since the verdict (its lease renewed under
+                # this lock) may have answered it.
+                if still_due is not None and not still_due(task):
+                    raise NoLongerDue(task_id)
             now = table.clock()
             changes = dict(changes)
             final: Optional[dict[str, Snapshotable]] = None
@@ -398,6 +420,9 @@ class Changes:
                 for buf in task.streams.values():
                     buf.seal()
                 waiters, task.async_waiters = task.async_waiters, None
+            else:
+                # Under the lock, before the gate opens: see _registered.
+                self._table.nodes.renew(task.node_id, now)
             del self._moving[task.task_id]
             move.gate.open()
         if target is not None and target.terminal:
@@ -405,8 +430,6 @@ class Changes:
             self._residency.checkpoint([task])
             self._residency.after_end(task)
             wake(task, waiters)
-        else:
-            self._table.nodes.renew(task.node_id, now)
         return self._residency.record(task)
 
 

@@ -25,6 +25,7 @@ change must be one step for every other thread:
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable
 from typing import Optional
@@ -68,7 +69,10 @@ class NodeLeases:
         self._seen: dict[str, float] = {}
 
     def renew(self, node_id: str, now: float) -> None:
-        self._seen[node_id] = now
+        # The later time wins: a change renews with the time it began at,
+        # and one whose commit ended late must not move the lease back.
+        if now > self._seen.get(node_id, -math.inf):
+            self._seen[node_id] = now
 
     def last_seen(self, node_id: str, default: float) -> float:
         return self._seen.get(node_id, default)

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from journal._async_api import AsyncCalls
 from journal._background import Maintenance
-from journal._changes import Changes
+from journal._changes import Changes, NoLongerDue
 from journal._ownership import Ownership, ownership_for
 from journal._residency import Residency, residency_for
 from journal._table import TaskTable
@@ -438,14 +438,7 @@ class TaskJournal(AsyncCalls):
                 task.seen_total = written
                 if task.detached_until is None:
                     table.nodes.renew(task.node_id, now)  # streaming counts as alive
-            verdict = None
-            if task.deadline is not None and now >= task.deadline:
-                verdict = (TaskStatus.TIMED_OUT, f"deadline passed {now - task.deadline:.1f} s ago")
-            elif task.detached_until is not None:
-                if now >= task.detached_until:
-                    verdict = (TaskStatus.LOST, "its node did not re-attach after a hub restart")
-            elif now >= table.nodes.last_seen(task.node_id, task.created_at) + lease:
-                verdict = (TaskStatus.LOST, f"node {task.node_id!r} sent nothing for {lease:g} s")
+            verdict = self._verdict(task, now)
             if verdict is not None and self._end_quietly(task, *verdict):
                 counts[verdict[0].value] += 1
         # A node with nothing in flight whose lease ran out is forgotten: the
@@ -462,11 +455,34 @@ class TaskJournal(AsyncCalls):
         counts["tombstones_forgotten"] = table.store.forget_tombstones(now)
         return counts
 
+    def _verdict(self, task: Task, now: float) -> Optional[tuple[TaskStatus, str]]:
+        """How the sweep ends an unfinished task now, if it does: its
+        deadline passed, its node did not re-attach in time, or its node's
+        lease ran out."""
+        if task.deadline is not None and now >= task.deadline:
+            return TaskStatus.TIMED_OUT, f"deadline passed {now - task.deadline:.1f} s ago"
+        if task.detached_until is not None:
+            if now >= task.detached_until:
+                return TaskStatus.LOST, "its node did not re-attach after a hub restart"
+            return None
+        lease = self.config.lease_timeout
+        if now >= self._table.nodes.last_seen(task.node_id, task.created_at) + lease:
+            return TaskStatus.LOST, f"node {task.node_id!r} sent nothing for {lease:g} s"
+        return None
+
     def _end_quietly(self, task: Task, status: TaskStatus, why: str) -> bool:
+        def still_due(held: Task) -> bool:
+            # Judged again under the task's lock: a registration, start or
+            # re-attach applied since the verdict renewed the lease there.
+            again = self._verdict(held, self._table.clock())
+            return again is not None and again[0] is status
+
         try:
-            self._transition(task.task_id, status, error=why)
-        except (InvalidTransition, UnknownTask, OwnedElsewhere, JournalClosed):
-            return False  # it ended by itself meanwhile, another replica has it, or we close
+            self._changes.transition(task.task_id, status, {"error": why}, still_due)
+        except (InvalidTransition, UnknownTask, OwnedElsewhere, JournalClosed, NoLongerDue):
+            # It ended by itself or was answered meanwhile, another replica
+            # has it, or we close.
+            return False
         except Exception as exc:  # noqa: BLE001 - one task's trouble must not stop the sweep
             self._table.note_store_error(f"the sweep could not end task {task.task_id!r} ({why}): {exc}")
             return False
