@@ -15,7 +15,7 @@ import time
 import pytest
 
 from journal import JournalConfig, TaskJournal, TaskStatus
-from journal.errors import DuplicateTask, InvalidTransition
+from journal.errors import DuplicateTask, InvalidTransition, StoreError
 
 
 def test_registering_a_finished_ids_again_never_touches_its_row(reopen):
@@ -163,3 +163,69 @@ def _result(call):
         return call()
     except Exception as exc:  # noqa: BLE001 - returned for the test to look at
         return exc
+
+
+class _ContendedLock:
+    """A shard lock that says when a second thread has to wait for it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.contended = threading.Event()
+
+    def __enter__(self):
+        if not self._lock.acquire(blocking=False):
+            self.contended.set()
+            self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._lock.release()
+
+
+def test_a_finished_task_stays_held_until_appends_that_raced_its_end_are_stored(reopen):
+    """An end being applied sets what its commit stored, then seals; an
+    append lands in between, and the end's extra checkpoint is refused. A
+    pass letting go of the task at that moment, on a look from outside the
+    lock, left those bytes out of the store for good."""
+    journal = reopen(memory_budget=None, checkpoint_interval=3600)
+    journal.register("t", "n")
+    out = journal.stream("t")
+    out.append(b"a" * 100)
+    journal.checkpoint()
+    table, store = journal._table, journal._table.store
+    task = table.held("t")
+    lock = table.shard("t").lock = _ContendedLock()
+    refuse = []
+    real_put_streams = store.put_streams
+
+    def put_streams(items):
+        if refuse:
+            refuse.pop()
+            raise StoreError("disk full (once)")
+        return real_put_streams(items)
+
+    store.put_streams = put_streams
+    completing = threading.current_thread()
+    letting_go = []
+
+    class AtTheSeal(dict):
+        def values(self):
+            # The end calls this under the task's lock, to seal its streams.
+            if threading.current_thread() is completing and not letting_go:
+                letter = threading.Thread(target=journal._residency._let_go, args=(task,))
+                letting_go.append(letter)
+                letter.start()
+                assert lock.contended.wait(5)  # it looked, and waits for the lock
+                out.append(b"b" * 50)  # not sealed yet: accepted
+                refuse.append(1)  # the end's extra checkpoint is refused
+            return dict.values(self)
+
+    task.streams = AtTheSeal(task.streams)
+    record = journal.complete("t")
+    task.streams = dict(task.streams)
+    letting_go[0].join(5)
+    assert record.streams["stdout"].total == 150
+    assert journal.stats()["store_errors"] == 1
+    journal.checkpoint()  # the refused checkpoint is tried again
+    assert table.held("t") is None
+    assert journal.get("t").streams["stdout"].total == 150

@@ -344,14 +344,22 @@ class DurableResidency(Residency):
     def _let_go(self, task: Task) -> int:
         """Drop a finished task from memory once its final state is in the
         store (reads then come from there); return the bytes freed."""
-        if any(task.checkpointed.get(name, 0) != buf.total for name, buf in list(task.streams.items())):
+        if not self._all_stored(task):
             return 0  # its final checkpoint has not landed yet: keep it
         shard = self._table.shard(task.task_id)
         with shard.lock:
-            if shard.entries.get(task.task_id) is not task:
+            # Again under the lock: an end being applied sets what its commit
+            # stored, then seals, and an append may land in between; looked
+            # at from outside, it seemed all stored, and a refused last
+            # checkpoint was then never tried again.
+            if shard.entries.get(task.task_id) is not task or not self._all_stored(task):
                 return 0
             del shard.entries[task.task_id]
         return sum(len(buf) for buf in task.streams.values())
+
+    @staticmethod
+    def _all_stored(task: Task) -> bool:
+        return all(task.checkpointed.get(name, 0) == buf.total for name, buf in list(task.streams.items()))
 
     def _spill(self, task: Task) -> int:
         """Move a task's resident stream data to the store; return the bytes
