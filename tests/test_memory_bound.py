@@ -8,11 +8,12 @@ rest and say so.  Results are never released.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
 
-from journal import JournalConfig, TaskStatus
+from journal import JournalClosed, JournalConfig, TaskStatus
 
 OUT = b"line of build output\n" * 100  # 2,100 bytes, all held (head 1,000 + tail 1,100)
 LIMITS = {"head_bytes": 1_000, "tail_bytes": 1_100}
@@ -390,3 +391,45 @@ def test_appends_racing_the_end_of_a_task_spilled_meanwhile_are_kept(reopen):
     journal.close()
     view = reopen().get("t").streams["stdout"]
     assert view.total == 3_050 and view.tail.endswith(b"late\n" * 10)
+
+
+def test_after_close_a_held_task_whose_stream_was_spilled_raises_journal_closed(reopen):
+    """After close() a held task is read from memory; what the budget moved
+    to the store cannot be read from there any more. The answer is the
+    documented JournalClosed, never the closed store's own error, and the
+    spilled output is intact for the next journal."""
+    journal = reopen(memory_budget=1, checkpoint_interval=3600)
+    journal.register("t", "n")
+    journal.register("u", "n")
+    journal.stream("t").append(b"x" * 1000)
+    journal.checkpoint()
+    journal.checkpoint()  # the budget spills t's idle stream
+    assert journal.stream("t").spilled
+    journal.close()
+    assert journal.get("u").status is TaskStatus.PENDING  # held, nothing spilled: read
+    with pytest.raises(JournalClosed, match="moved its stream 'stdout' to the store"):
+        journal.get("t")
+    again = reopen()
+    assert again.get("t").streams["stdout"].total == 1000
+
+
+def test_a_follow_of_a_stream_spilled_before_close_ends_with_journal_closed(reopen):
+    journal = reopen(memory_budget=1, checkpoint_interval=3600)
+    journal.register("t", "n")
+    out = journal.stream("t")
+    out.append(b"x" * 1000)
+
+    async def scenario():
+        follower = journal.follow("t", poll_interval=0.01)
+        got = [await follower.__anext__()]
+        out.append(b"y" * 500)
+        journal.checkpoint()  # the budget spills the stream
+        assert out.spilled
+        journal.close()
+        with pytest.raises(JournalClosed):
+            async for chunk in follower:
+                got.append(chunk)
+        return got
+
+    assert [chunk.data for chunk in asyncio.run(scenario())] == [b"x" * 1000]
+    assert reopen().get("t").streams["stdout"].total == 1500

@@ -397,7 +397,17 @@ class DurableResidency(Residency):
         for name, buf in task.streams.items():
             if not buf.spilled or (only_grown and not len(buf)):
                 continue
-            snapshot = self._table.store.get_stream(task.task_id, name)
+            try:
+                snapshot = self._table.store.get_stream(task.task_id, name)
+            except StoreError:
+                if self._table.closed:
+                    # What the budget spilled is in the store, closed now:
+                    # a held task is read after close() only from memory.
+                    raise self._table.closed_error(
+                        f"before task {task.task_id!r} could be read: the memory budget had "
+                        f"moved its stream {name!r} to the store"
+                    ) from None
+                raise
             try:
                 if snapshot is None:
                     raise StoreError(

@@ -252,7 +252,8 @@ class TaskJournal(AsyncCalls):
         ``FollowChunk.skipped``, never silently passed over.  On a shared
         store a task another replica holds is followed through its
         checkpoints.  If the journal is closed first, what the stream holds
-        is delivered and then JournalClosed is raised.
+        in memory is delivered and then JournalClosed is raised (at once if
+        the memory budget had spilled the stream to the store).
         """
         return self._waits.follow(task_id, name, poll_interval)
 
@@ -529,8 +530,9 @@ class TaskJournal(AsyncCalls):
         checkpoint, wake every waiter, close the store.  Idempotent.
 
         After close, appends to any handle raise StreamSealed and every call
-        raises JournalClosed (reads of tasks still held in memory excepted),
-        so nothing is accepted that would not be persisted; waiters still
+        raises JournalClosed (reads of tasks still held in memory excepted,
+        but for streams the memory budget spilled to the store), so nothing
+        is accepted that would not be persisted; waiters still
         blocked get JournalClosed (or the record, if their task ended)."""
         table = self._table
         if table.closed:
