@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import threading
 import time
@@ -310,6 +311,54 @@ def test_a_forked_child_cannot_use_its_parents_journal(make_journal):
     assert os.waitstatus_to_exitcode(status) == 0
     journal.complete("t", "parent")
     assert journal.wait("t", timeout=5).result == "parent"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_childs_close_returns_while_a_spill_held_a_lock_at_the_fork(reopen):
+    """The spill writes under its task's shard lock; a fork that lands then
+    leaves that lock held in the child for good (its holder did not come
+    along). The child's close() must return all the same, and seal."""
+    journal = reopen(memory_budget=1, checkpoint_interval=3600)
+    journal.register("t", "n")
+    out = journal.stream("t")
+    out.append(b"x" * 1000)
+    journal.checkpoint()  # written; the next pass spills it
+    store = journal._table.store
+    real_put_streams = store.put_streams
+    in_spill, release = threading.Event(), threading.Event()
+
+    def slow_put_streams(items):
+        in_spill.set()
+        assert release.wait(10)
+        return real_put_streams(items)
+
+    store.put_streams = slow_put_streams
+    out.append(b"y" * 1000)
+    spiller = threading.Thread(target=journal.checkpoint)
+    spiller.start()
+    assert in_spill.wait(5)
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 3
+        try:
+            journal.close()
+            out.append(b"z")
+        except StreamSealed:
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 10
+    while not (done := os.waitpid(pid, os.WNOHANG))[0] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not done[0]:
+        os.kill(pid, signal.SIGKILL)
+        done = os.waitpid(pid, 0)
+    release.set()
+    spiller.join(10)
+    assert os.waitstatus_to_exitcode(done[1]) == 0, "the child's close() hung or did not seal"
+    assert out.spilled  # the parent's spill went on, and so does the parent
+    journal.complete("t")
+    assert journal.get("t").streams["stdout"].total == 2000
 
 
 # -- 12. errors a caller can trigger are in the hierarchy ----------------------

@@ -538,17 +538,30 @@ class TaskJournal(AsyncCalls):
         if table.closed:
             return
         table.closed = True
+        if table.forked:
+            self._close_forked_copy()
+            return
         if self._maintenance is not None:
             self._maintenance.stop()
         tasks = self._seal_all()
         try:
-            if not table.forked:
-                self._residency.close(tasks)
+            self._residency.close(tasks)
         finally:
             self._waits.wake_all(tasks)
             self._ownership.close()
-            if not table.forked:
-                table.store.close()
+            table.store.close()
+
+    def _close_forked_copy(self) -> None:
+        """close() in a forked child.  Nothing of this copy is the child's to
+        write, wake or give up: the parent goes on with all of it.  Nor can
+        the child take the journal's locks: a thread that held one at the
+        fork (a spill writing under a shard lock, say) did not come along,
+        so it stays held for good.  The streams are sealed all the same, so
+        that the child's appends are refused, not kept where nothing would
+        ever store them."""
+        for task in self._table.tasks.values_unlocked():
+            for buf in list(task.streams.values()):
+                buf.seal()
 
     def _seal_all(self) -> list[Task]:
         tasks = list(self._table.tasks.values())
@@ -566,12 +579,14 @@ class TaskJournal(AsyncCalls):
         if table.closed:
             return
         table.closed = True
+        if table.forked:
+            self._close_forked_copy()
+            return
         if self._maintenance is not None:
             self._maintenance.stop()
         self._waits.wake_all(self._seal_all())
         self._ownership.close(release=False)
-        if not table.forked:
-            table.store.close()
+        table.store.close()
 
     def __enter__(self) -> TaskJournal:
         return self

@@ -48,3 +48,9 @@ class ShardedRegistry(Generic[T]):
             with shard.lock:
                 entries = list(shard.entries.values())
             yield from entries
+
+    def values_unlocked(self) -> list[T]:
+        """Every entry, without the locks: only where no other thread can
+        change the registry, and a lock may be held for good (a forked
+        child, whose other threads did not survive the fork)."""
+        return [entry for shard in self._shards for entry in list(shard.entries.values())]
