@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from types import MappingProxyType
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any, Optional
 
 from journal._ownership import Ownership
