@@ -122,3 +122,16 @@ def test_a_change_that_commits_late_does_not_move_the_lease_back(journal, clock)
     clock.advance(26)
     journal.sweep()
     assert journal.get("t").status is TaskStatus.LOST
+
+
+def test_a_wall_clock_stepped_back_leaves_no_lease_in_the_future(journal, clock):
+    """The clock is time.time by default: a step forward then back (NTP)
+    must not keep a node alive until the clock catches up again."""
+    journal.register("t", "n")
+    clock.advance(3600)
+    journal.heartbeat("n")  # stamped an hour ahead
+    clock.advance(-3600 + 10)
+    journal.heartbeat("n")  # its last sign of life, at the right time
+    clock.advance(61)
+    journal.sweep()
+    assert journal.get("t").status is TaskStatus.LOST

@@ -227,9 +227,10 @@ class Changes:
         task's, ``meta`` the meta as _claim read it back.  A new task has no
         streams and nothing else to decode."""
         with shard.lock:
-            # Renewed before the gate opens: a sweep that finds the gate open
-            # finds the lease renewed too.
-            self._table.nodes.renew(task.node_id, task.created_at)
+            # Renewed before the gate opens, so that a sweep that finds the
+            # gate open finds the lease renewed too; as of now, not of when
+            # the registration began: its commit may have taken a while.
+            self._table.nodes.renew(task.node_id, self._table.clock())
             self._end_registration(task)
         return TaskRecord(
             task.task_id, task.node_id, TaskStatus.PENDING, None, None, meta,
@@ -421,8 +422,9 @@ class Changes:
                     buf.seal()
                 waiters, task.async_waiters = task.async_waiters, None
             else:
-                # Under the lock, before the gate opens: see _registered.
-                self._table.nodes.renew(task.node_id, now)
+                # Under the lock, before the gate opens, as of now: see
+                # _registered.
+                self._table.nodes.renew(task.node_id, self._table.clock())
             del self._moving[task.task_id]
             move.gate.open()
         if target is not None and target.terminal:

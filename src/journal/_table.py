@@ -25,7 +25,6 @@ change must be one step for every other thread:
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Callable, Iterable
 from typing import Optional
@@ -69,10 +68,10 @@ class NodeLeases:
         self._seen: dict[str, float] = {}
 
     def renew(self, node_id: str, now: float) -> None:
-        # The later time wins: a change renews with the time it began at,
-        # and one whose commit ended late must not move the lease back.
-        if now > self._seen.get(node_id, -math.inf):
-            self._seen[node_id] = now
+        # The newest renewal wins, not the latest time: a wall clock stepped
+        # back must not leave a lease stamped in the future.  Changes renew
+        # with the clock read when they are applied, not when they began.
+        self._seen[node_id] = now
 
     def last_seen(self, node_id: str, default: float) -> float:
         return self._seen.get(node_id, default)
