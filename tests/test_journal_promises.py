@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 import threading
 import time
 
 import pytest
 
+from forked import in_a_forked_child
 from in_thread import in_thread
 from journal import TaskStatus
 from journal.errors import (
@@ -337,28 +337,49 @@ def test_a_forked_childs_close_returns_while_a_spill_held_a_lock_at_the_fork(reo
     spiller = threading.Thread(target=journal.checkpoint)
     spiller.start()
     assert in_spill.wait(5)
-    pid = os.fork()
-    if pid == 0:  # the child
-        code = 3
-        try:
-            journal.close()
-            out.append(b"z")
-        except StreamSealed:
-            code = 0
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + 10
-    while not (done := os.waitpid(pid, os.WNOHANG))[0] and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if not done[0]:
-        os.kill(pid, signal.SIGKILL)
-        done = os.waitpid(pid, 0)
+    code = in_a_forked_child(lambda: _close_then_append(journal, out))
     release.set()
     spiller.join(10)
-    assert os.waitstatus_to_exitcode(done[1]) == 0, "the child's close() hung or did not seal"
+    assert code == 0, "the child's close() hung or did not seal"
     assert out.spilled  # the parent's spill went on, and so does the parent
     journal.complete("t")
     assert journal.get("t").streams["stdout"].total == 2000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_childs_close_returns_while_an_append_held_a_buffer_lock(make_journal):
+    journal = make_journal()
+    journal.register("t", "n")
+    out = journal.stream("t")
+    lock = getattr(out, "_lock", None)
+    if lock is None:
+        pytest.skip("the compiled buffer appends without a lock")
+    held, release = threading.Event(), threading.Event()
+
+    def append_in_flight():
+        with lock:  # as an append of another thread holds it
+            held.set()
+            assert release.wait(15)
+
+    appender = threading.Thread(target=append_in_flight)
+    appender.start()
+    assert held.wait(5)
+    code = in_a_forked_child(lambda: _close_then_append(journal, out))
+    release.set()
+    appender.join(10)
+    assert code == 0, "the child's close() hung or did not seal"
+    out.append(b"parent")
+    assert journal.get("t").streams["stdout"].total == 6
+
+
+def _close_then_append(journal, out):
+    """In a forked child: 0 if close() returns and sealed the stream."""
+    journal.close()
+    try:
+        out.append(b"z")
+    except StreamSealed:
+        return 0
+    return 3
 
 
 # -- 12. errors a caller can trigger are in the hierarchy ----------------------

@@ -9,6 +9,7 @@ the compiled append needs none.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Callable, ClassVar, Optional, Union, cast
@@ -25,6 +26,20 @@ __all__ = ["HeadTailBuffer"]
 
 BytesLike = Union[bytes, bytearray, memoryview]
 
+#: How many forks this process is from the one that imported the module: a
+#: buffer made before a fork carries a lock that a thread of the parent may
+#: have held at that moment, and that stays held for good in the child.
+_forks = 0
+
+
+def _count_a_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_count_a_fork)
+
 
 class HeadTailBuffer:
     """Keeps the first ``head`` and the last ``tail`` bytes of a byte stream.
@@ -38,7 +53,7 @@ class HeadTailBuffer:
     __slots__ = (
         "_head_limit", "_head_cap", "_tail_cap", "_head", "_tail", "_total", "_sealed",
         "_lock", "_spilled", "_spill_total", "_spill_head_len", "_spill_tail_len",
-        "_scanner", "_spill_scanner", "_appends",
+        "_scanner", "_spill_scanner", "_appends", "_forks",
     )
 
     def __init__(
@@ -55,6 +70,7 @@ class HeadTailBuffer:
         self._appends = 0
         self._sealed = False
         self._lock = threading.Lock()
+        self._forks = _forks
         # See the compiled class: while spilled, storage holds only what came
         # after the spill, and _head_cap is the head room left for it.
         self._spilled = False
@@ -67,6 +83,10 @@ class HeadTailBuffer:
 
     def append(self, data: BytesLike) -> None:
         """Add ``data`` to the stream; raise StreamSealed once sealed."""
+        if self._sealed:
+            # Before the lock too: a copy sealed in a forked child may have
+            # a lock that is never free there (see seal()).
+            raise _shared.sealed_error()
         with self._lock:
             if self._sealed:
                 raise _shared.sealed_error()
@@ -128,6 +148,12 @@ class HeadTailBuffer:
 
     def seal(self) -> None:
         """Refuse further appends; reads keep working."""
+        if self._forks != _forks:
+            # A copy from before a fork (a journal's close() in the child):
+            # a thread of the parent may have held the lock at the fork; it
+            # did not come along, so the lock would never be free here.
+            self._sealed = True
+            return
         with self._lock:
             self._sealed = True
 
