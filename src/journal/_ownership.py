@@ -21,7 +21,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Optional
+from typing import Optional, TypeVar
 
 from journal._table import TaskTable
 from journal._task import Deadline, Task, final_record, timeout_error
@@ -30,6 +30,8 @@ from journal.records import TaskRecord
 from journal.store import SharedStore, StoredTask
 
 __all__ = ["LocalOwnership", "Ownership", "SharedOwnership", "ownership_for"]
+
+_Read = TypeVar("_Read")  # a read handed to the read threads: a future of some kind
 
 #: How a wait goes on once the task it waits for is held here.
 LocalWait = Callable[[str, Optional[float]], TaskRecord]
@@ -241,10 +243,10 @@ class SharedOwnership(LocalOwnership):
         first read, which gets at least READ_FLOOR)."""
         table = self._table
         left = deadline.left()
-        if (table.held(task_id) is not None and not table.forked) or left is None:
+        if self._read_here(task_id) or left is None:
             return table.find(task_id)
         allowed = max(left, self.READ_FLOOR if first else self.NEXT_READ_FLOOR)
-        future = self._reader().submit(table.find, task_id)
+        future = self._submit_read(lambda reads: reads.submit(table.find, task_id))
         try:
             return future.result(timeout=allowed)
         except concurrent.futures.TimeoutError:
@@ -253,9 +255,10 @@ class SharedOwnership(LocalOwnership):
     async def find_async(self, task_id: str, deadline: Deadline, seconds: Optional[float],
                          first: bool = False) -> Task:
         table = self._table
-        if table.held(task_id) is not None and not table.forked:
+        if self._read_here(task_id):
             return table.find(task_id)
-        read = asyncio.get_running_loop().run_in_executor(self._reader(), table.find, task_id)
+        loop = asyncio.get_running_loop()
+        read = self._submit_read(lambda reads: loop.run_in_executor(reads, table.find, task_id))
         left = deadline.left()
         if left is None:
             return await read
@@ -265,11 +268,26 @@ class SharedOwnership(LocalOwnership):
         except asyncio.TimeoutError:
             raise self._unreadable(task_id, seconds, allowed) from None
 
-    def _reader(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _read_here(self, task_id: str) -> bool:
+        """Whether to read without the read threads: a held task is in
+        memory, and a closed journal (or a forked child's copy, whose read
+        threads did not come along) answers at once, with JournalClosed
+        for anything it does not hold."""
+        table = self._table
+        return table.closed or table.forked or table.held(task_id) is not None
+
+    def _submit_read(self, submit: Callable[[concurrent.futures.ThreadPoolExecutor], _Read]) -> _Read:
         with self._lock:
             if self._reads is None:
                 self._reads = concurrent.futures.ThreadPoolExecutor(4, "journal-read")
-            return self._reads
+            reads = self._reads
+        try:
+            return submit(reads)
+        except RuntimeError:
+            # close() shut the threads down since _read_here looked.
+            if self._table.closed:
+                raise self._table.closed_error() from None
+            raise
 
     def _unreadable(self, task_id: str, seconds: Optional[float], allowed: float) -> WaitTimeout:
         return WaitTimeout(

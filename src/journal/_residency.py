@@ -400,7 +400,7 @@ class DurableResidency(Residency):
             try:
                 snapshot = self._table.store.get_stream(task.task_id, name)
             except StoreError:
-                if self._table.closed:
+                if self._table.store_closed:
                     # What the budget spilled is in the store, closed now:
                     # a held task is read after close() only from memory.
                     raise self._table.closed_error(

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Optional
 
 from journal._buffer_shared import decode_snapshot, encode_snapshot
@@ -105,6 +106,9 @@ class TaskTable:
         self.tasks: ShardedRegistry[Task] = ShardedRegistry(config.shards)
         self.nodes = NodeLeases()
         self.closed = False
+        #: Set by close() once its last checkpoint is over, as it closes the
+        #: store: a store error then means only that.
+        self.store_closed = False
         #: Set in a forked child: this copy shares its parent's store.
         self.forked = False
         self.pid = os.getpid()
@@ -142,6 +146,18 @@ class TaskTable:
 
     def holds(self, task: Task) -> bool:
         return self.tasks.get(task.task_id) is task
+
+    @contextmanager
+    def reading_store(self) -> Iterator[None]:
+        """Around a caller's read of the store: one that close() overtook
+        (the store closed while the read was on its way) is JournalClosed,
+        as a read that came after."""
+        try:
+            yield
+        except StoreError:
+            if self.closed:
+                raise self.closed_error() from None
+            raise
 
     def find(self, task_id: str) -> Task:
         """The task, held here or read from the store.  After close() only

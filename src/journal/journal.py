@@ -296,7 +296,8 @@ class TaskJournal(AsyncCalls):
         """
         self._table.check_open()
         tasks = [t for t in self._table.tasks.values() if not t.status.terminal]
-        tasks += self._ownership.held_elsewhere_in_flight({t.task_id for t in tasks})
+        with self._table.reading_store():
+            tasks += self._ownership.held_elsewhere_in_flight({t.task_id for t in tasks})
         return [self._residency.record(t) for t in sorted(tasks, key=lambda t: t.created_at)]
 
     def list_tasks(
@@ -314,9 +315,10 @@ class TaskJournal(AsyncCalls):
         most = check_limit(limit)
         if most == 0:
             return []  # every store agrees on what a limit of 0 returns
-        rows = self._table.store.list_tasks(
-            status=None if wanted is None else wanted.value, node_id=node_id, limit=most
-        )
+        with self._table.reading_store():
+            rows = self._table.store.list_tasks(
+                status=None if wanted is None else wanted.value, node_id=node_id, limit=most
+            )
         return [record_from_row(row, {}) for row in rows]
 
     def stats(self) -> dict[str, Any]:
@@ -549,6 +551,7 @@ class TaskJournal(AsyncCalls):
         finally:
             self._waits.wake_all(tasks)
             self._ownership.close()
+            table.store_closed = True
             table.store.close()
 
     def _close_forked_copy(self) -> None:
@@ -586,6 +589,7 @@ class TaskJournal(AsyncCalls):
             self._maintenance.stop()
         self._waits.wake_all(self._seal_all())
         self._ownership.close(release=False)
+        table.store_closed = True
         table.store.close()
 
     def __enter__(self) -> TaskJournal:
