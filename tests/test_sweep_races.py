@@ -135,3 +135,28 @@ def test_a_wall_clock_stepped_back_leaves_no_lease_in_the_future(journal, clock)
     clock.advance(61)
     journal.sweep()
     assert journal.get("t").status is TaskStatus.LOST
+
+
+def test_the_sweeps_streaming_renewal_does_not_undo_a_later_heartbeat(make_journal, clock):
+    """The sweep renews a streaming node's lease; a heartbeat that came
+    while the same sweep ended another task (one slow commit) is later,
+    and stays."""
+    journal = make_journal(shards=1)
+    journal.register("b", "m", deadline=5)  # the sweep ends it first
+    journal.register("a", "n")
+    journal.stream("a").append(b"output")
+    store = journal._table.store
+    real_put = store.put_task
+
+    def put_task(row, *args, **kwargs):
+        if row.task_id == "b" and row.status == "timed_out":
+            clock.advance(30)  # a slow commit
+            journal.heartbeat("n")
+        return real_put(row, *args, **kwargs)
+
+    store.put_task = put_task
+    clock.advance(10)
+    assert journal.sweep()["timed_out"] == 1
+    clock.advance(31)  # 31 s after the heartbeat, 61 s after the sweep began
+    journal.sweep()
+    assert journal.get("a").status is TaskStatus.PENDING, journal.get("a").error

@@ -419,7 +419,8 @@ class TaskJournal(AsyncCalls):
         the others are not held up.
         """
         self._table.check_open()
-        return self._sweep()
+        with self._table.reading_store():
+            return self._sweep()
 
     def _sweep(self) -> dict[str, int]:
         table = self._table
@@ -440,7 +441,10 @@ class TaskJournal(AsyncCalls):
             if written != task.seen_total:
                 task.seen_total = written
                 if task.detached_until is None:
-                    table.nodes.renew(task.node_id, now)  # streaming counts as alive
+                    # Streaming counts as alive, as of now: the ``now`` this
+                    # sweep began at is older than a heartbeat that came
+                    # while it ended other tasks, and renewing overwrites.
+                    table.nodes.renew(task.node_id, table.clock())
             verdict = self._verdict(task, now)
             if verdict is not None and self._end_quietly(task, *verdict):
                 counts[verdict[0].value] += 1
@@ -525,7 +529,8 @@ class TaskJournal(AsyncCalls):
     def check(self) -> list[str]:
         """The store's integrity problems; an empty list means sound."""
         self._table.check_open()
-        return self._table.store.check()
+        with self._table.reading_store():
+            return self._table.store.check()
 
     def close(self) -> None:
         """Stop the background thread, seal every stream, write a last
