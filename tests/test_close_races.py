@@ -16,7 +16,7 @@ import time
 import pytest
 
 from forked import in_a_forked_child
-from journal.errors import JournalClosed, StoreError, UnknownTask
+from journal.errors import JournalClosed, StoreError, UnknownTask, WaitTimeout
 
 fork_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 
@@ -96,14 +96,16 @@ def test_a_wait_on_another_replicas_task_that_close_wakes_raises_journal_closed(
     assert [type(exc) for exc in outcome] == [JournalClosed], outcome
 
 
-@pytest.mark.parametrize("call", ["list_tasks", "in_flight"])
-def test_a_listing_that_close_overtakes_raises_journal_closed(make_journal, store_url, call):
+@pytest.mark.parametrize("call, read", [
+    ("list_tasks", "list_tasks"), ("in_flight", "in_flight_owned_elsewhere"),
+    ("check", "check"), ("sweep", "expire_finished"),
+])
+def test_a_call_that_close_overtakes_raises_journal_closed(make_journal, store_url, call, read):
     if store_url.startswith("memory"):
         pytest.skip("memory:// is never closed under a read")
     journal = make_journal()
     journal.register("t", "n")
     store = journal._table.store
-    read = "list_tasks" if call == "list_tasks" else "in_flight_owned_elsewhere"
     if not hasattr(store, read):
         pytest.skip(f"{call}() does not read this store")
     real = getattr(store, read)
@@ -135,3 +137,37 @@ def test_close_reports_a_real_store_error_of_its_last_checkpoint_as_it_is(reopen
     journal._table.store.get_stream = get_stream
     journal.close()
     assert "the real trouble" in journal._table.last_store_error
+
+
+def test_a_wait_on_a_task_whose_registration_is_committing_keeps_its_timeout(make_journal, store_url):
+    """The id is claimed here, but the task is not in memory yet: the wait
+    reads the store, and that read gets the wait's time (at least the 1 s
+    floor of a first read), not however long the store takes."""
+    _shared(store_url)
+    journal = make_journal()
+    store = journal._table.store
+    real_put, real_get = store.put_task, store.get
+    committing, release = threading.Event(), threading.Event()
+
+    def slow_commit(row, *args, **kwargs):
+        committing.set()
+        assert release.wait(10)
+        return real_put(row, *args, **kwargs)
+
+    def slow_read(task_id):
+        time.sleep(5)  # the store is busy
+        return real_get(task_id)
+
+    store.put_task, store.get = slow_commit, slow_read
+    registrar = threading.Thread(target=journal.register, args=("t", "n"))
+    registrar.start()
+    assert committing.wait(5)
+    began = time.monotonic()
+    try:
+        with pytest.raises(WaitTimeout):
+            journal.wait("t", 0.2)
+        took = time.monotonic() - began
+    finally:
+        release.set()
+        registrar.join(10)
+    assert took < 2.5, f"wait(t, 0.2) took {took:.2f} s"

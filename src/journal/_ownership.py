@@ -270,11 +270,16 @@ class SharedOwnership(LocalOwnership):
 
     def _read_here(self, task_id: str) -> bool:
         """Whether to read without the read threads: a held task is in
-        memory, and a closed journal (or a forked child's copy, whose read
-        threads did not come along) answers at once, with JournalClosed
-        for anything it does not hold."""
+        memory (unless its registration is being committed: that read goes
+        to the store, within the wait's time), and a closed journal (or a
+        forked child's copy, whose read threads did not come along) answers
+        at once, with JournalClosed for anything it does not hold."""
         table = self._table
-        return table.closed or table.forked or table.held(task_id) is not None
+        if table.closed or table.forked:
+            return True
+        held = table.held(task_id)
+        # One whose registration is being committed is read from the store.
+        return held is not None and not held.registering
 
     def _submit_read(self, submit: Callable[[concurrent.futures.ThreadPoolExecutor], _Read]) -> _Read:
         with self._lock:
