@@ -372,6 +372,36 @@ def test_a_forked_childs_close_returns_while_an_append_held_a_buffer_lock(make_j
     assert journal.get("t").streams["stdout"].total == 6
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_in_a_forked_child_close_still_waits_for_the_childs_own_append(make_journal):
+    """A buffer from before the fork: seal() does not wait for good on a
+    lock the parent's threads may hold, but does wait for an append of the
+    child's own threads, as in any process."""
+    journal = make_journal()
+    journal.register("t", "n")
+    out = journal.stream("t")
+    lock = getattr(out, "_lock", None)
+    if lock is None:
+        pytest.skip("the compiled buffer appends without a lock")
+
+    def child():
+        holding, done = threading.Event(), threading.Event()
+
+        def append_in_flight():
+            with lock:
+                holding.set()
+                time.sleep(0.2)
+                done.set()
+
+        appender = threading.Thread(target=append_in_flight)
+        appender.start()
+        holding.wait(5)
+        journal.close()
+        return 0 if done.is_set() else 4
+
+    assert in_a_forked_child(child) == 0
+
+
 def _close_then_append(journal, out):
     """In a forked child: 0 if close() returns and sealed the stream."""
     journal.close()

@@ -40,6 +40,10 @@ def _count_a_fork() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_count_a_fork)
 
+#: How long seal() waits, in a forked child, for the lock of a buffer made
+#: before the fork, before it takes the lock as held for good.
+_FORKED_LOCK_PATIENCE = 0.5
+
 
 class HeadTailBuffer:
     """Keeps the first ``head`` and the last ``tail`` bytes of a byte stream.
@@ -151,11 +155,17 @@ class HeadTailBuffer:
         if self._forks != _forks:
             # A copy from before a fork (a journal's close() in the child):
             # a thread of the parent may have held the lock at the fork; it
-            # did not come along, so the lock would never be free here.
+            # did not come along, so the lock would never be free here.  An
+            # append of the child's own threads holds it only briefly.
+            if not self._lock.acquire(timeout=_FORKED_LOCK_PATIENCE):
+                self._sealed = True
+                return
+        else:
+            self._lock.acquire()
+        try:
             self._sealed = True
-            return
-        with self._lock:
-            self._sealed = True
+        finally:
+            self._lock.release()
 
     @property
     def sealed(self) -> bool:
