@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from journal import TaskStatus
 
 
@@ -160,3 +162,21 @@ def test_the_sweeps_streaming_renewal_does_not_undo_a_later_heartbeat(make_journ
     clock.advance(31)  # 31 s after the heartbeat, 61 s after the sweep began
     journal.sweep()
     assert journal.get("a").status is TaskStatus.PENDING, journal.get("a").error
+
+
+@pytest.mark.parametrize("first", ["quiet", "loud"])
+def test_a_node_that_streams_on_one_task_keeps_its_others(make_journal, clock, first):
+    """Streaming on one task renews its node: the node's other task is not
+    LOST, whichever of the two the sweep reaches first."""
+    journal = make_journal(shards=1)  # one shard: the order of registration is the sweep's
+    for task_id in (first, "loud" if first == "quiet" else "quiet"):
+        journal.register(task_id, "n")
+    loud = journal.stream("loud")
+    clock.advance(30)
+    loud.append(b"still going\n")
+    journal.sweep()
+    clock.advance(55)
+    loud.append(b"still going\n")
+    clock.advance(6)  # 61 s since the last sweep saw it stream; 6 s since it did
+    assert journal.sweep()["lost"] == 0
+    assert journal.get("quiet").status is TaskStatus.PENDING

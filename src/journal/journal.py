@@ -431,11 +431,16 @@ class TaskJournal(AsyncCalls):
         ttl = self.config.result_ttl
         past_retention = []
         active: set[str] = set()
+        unfinished = []
+        # Every sign of life first, then the verdicts: a node that streamed
+        # on one task keeps its other tasks, whichever the sweep reaches
+        # first.
         for task in table.tasks.values():
             if task.status.terminal:
                 if task.finished_at is not None and task.finished_at <= now - ttl:
                     past_retention.append(task.task_id)  # another replica may have expired it
                 continue
+            unfinished.append(task)
             active.add(task.node_id)
             written = task.written()
             if written != task.seen_total:
@@ -443,8 +448,10 @@ class TaskJournal(AsyncCalls):
                 if task.detached_until is None:
                     # Streaming counts as alive, as of now: the ``now`` this
                     # sweep began at is older than a heartbeat that came
-                    # while it ended other tasks, and renewing overwrites.
+                    # while the ownership sweep went to the store, and
+                    # renewing overwrites.
                     table.nodes.renew(task.node_id, table.clock())
+        for task in unfinished:
             verdict = self._verdict(task, now)
             if verdict is not None and self._end_quietly(task, *verdict):
                 counts[verdict[0].value] += 1
