@@ -167,6 +167,16 @@ class Waits:
                 if self._ownership.held_elsewhere(task):
                     # Another replica streams it: follow its checkpoints.
                     task = await self._ownership.find_async(task_id, no_deadline, None)
+                elif not task.status.terminal and not self._table.holds(task):
+                    # Not the task this journal holds: a claim whose
+                    # registration failed, or the store's copy of one whose
+                    # registration was being committed.  Look again: the
+                    # held task now, UnknownTask, or (still committing) the
+                    # copy again, with a waiter on what was found.
+                    self.remove_async_waiter(followed, loop, ended)
+                    task = await self._ownership.find_async(task_id, no_deadline, None)
+                    followed, ended = task, loop.create_future()
+                    self.add_async_waiter(followed, loop, ended)
                 buf = task.streams.get(name)
                 if buf is not None:
                     # Read the seal before the data: if it was sealed, this
