@@ -164,19 +164,20 @@ class Waits:
         offset = 0
         try:
             while True:
-                if self._ownership.held_elsewhere(task):
-                    # Another replica streams it: follow its checkpoints.
+                if self._ownership.held_elsewhere(task) or (
+                    not task.status.terminal and not self._table.holds(task)
+                ):
+                    # Another replica streams it (follow its checkpoints), or
+                    # this is not the task this journal holds: a claim whose
+                    # registration failed, the store's copy of one whose
+                    # registration was being committed, one let go of and
+                    # adopted again.  Look again (UnknownTask if it is gone),
+                    # and wait for the end of what was found.
                     task = await self._ownership.find_async(task_id, no_deadline, None)
-                elif not task.status.terminal and not self._table.holds(task):
-                    # Not the task this journal holds: a claim whose
-                    # registration failed, or the store's copy of one whose
-                    # registration was being committed.  Look again: the
-                    # held task now, UnknownTask, or (still committing) the
-                    # copy again, with a waiter on what was found.
-                    self.remove_async_waiter(followed, loop, ended)
-                    task = await self._ownership.find_async(task_id, no_deadline, None)
-                    followed, ended = task, loop.create_future()
-                    self.add_async_waiter(followed, loop, ended)
+                    if task is not followed:
+                        self.remove_async_waiter(followed, loop, ended)
+                        followed, ended = task, loop.create_future()
+                        self.add_async_waiter(followed, loop, ended)
                 buf = task.streams.get(name)
                 if buf is not None:
                     # Read the seal before the data: if it was sealed, this
@@ -201,6 +202,10 @@ class Waits:
                     woken.clear()
                 elif not ended.done():
                     await asyncio.wait({ended}, timeout=poll)
+                else:
+                    # Woken, and yet not over: never go round without giving
+                    # the loop back.
+                    await asyncio.sleep(poll)
         finally:
             self._ownership.unwatch(task_id, wake_up)
             self.remove_async_waiter(followed, loop, ended)
