@@ -199,8 +199,10 @@ class TaskJournal(AsyncCalls):
         text = None if reason is None else describe(reason)
         return self._transition(task_id, TaskStatus.CANCELLED, error=text)
 
-    def _transition(self, task_id: str, target: TaskStatus, **changes: Any) -> TaskRecord:
-        return self._changes.transition(task_id, target, changes)
+    def _transition(self, task_id: str, target: TaskStatus, *,
+                    still_due: Optional[Callable[[Task], bool]] = None, **changes: Any) -> TaskRecord:
+        # Every change of state goes through here (tracing wraps it).
+        return self._changes.transition(task_id, target, changes, still_due)
 
     # -- streams -----------------------------------------------------------
 
@@ -492,7 +494,7 @@ class TaskJournal(AsyncCalls):
             return again is not None and again[0] is status
 
         try:
-            self._changes.transition(task.task_id, status, {"error": why}, still_due)
+            self._transition(task.task_id, status, still_due=still_due, error=why)
         except (InvalidTransition, UnknownTask, OwnedElsewhere, JournalClosed, NoLongerDue):
             # It ended by itself or was answered meanwhile, another replica
             # has it, or we close.
